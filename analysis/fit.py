@@ -1,0 +1,315 @@
+"""Huber fits of the scaling laws in log space (Hoffmann et al. 2022, approach 3), with bootstrap.
+
+Each law here is a log-sum-exp of power-law terms, log L = LSE_k(c_k - e_k * x_k), with log
+coefficients c (E, A, B or E, a, b) and exponents e (alpha, beta or eta) on log features x (log N,
+log D, ...). One objective with an analytic gradient serves the Chinchilla surface, the over-training
+law and the joint fit across variants; the laws themselves are in `analysis.laws`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize
+
+from analysis import AnalysisError
+from analysis.blas import one_blas_thread
+from analysis.laws import chinchilla, training_flops
+from analysis.names import BASELINE
+
+HUBER_DELTA = 1e-3  # Hoffmann et al.; residuals are log losses, so this is a 0.1% relative error
+CHINCHILLA = ("E", "A", "B", "alpha", "beta")
+OVERTRAINING = ("E", "a", "b", "eta")
+_LOG = {"E", "A", "B", "a", "b"}  # fitted as logs, which keeps them positive
+_BOUNDS = {"E": (-3.0, 3.0), "alpha": (1e-3, 3.0), "beta": (1e-3, 3.0), "eta": (1e-3, 3.0)}
+_COEF_BOUNDS = (-10.0, 40.0)
+# Starting points in fitted units: Hoffmann et al.'s grid for the Chinchilla law (4,500 points);
+# over-trained C**-eta terms have eta ~ alpha / 2 (Gadre et al.), hence the smaller exponents.
+_GRID = {
+    "E": (-1.0, -0.5, 0.0, 0.5, 1.0),
+    "A": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "B": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "alpha": (0.0, 0.5, 1.0, 1.5, 2.0),
+    "beta": (0.0, 0.5, 1.0, 1.5, 2.0),
+    "a": (0.0, 3.0, 6.0, 9.0, 12.0, 15.0),
+    "b": (0.0, 3.0, 6.0, 9.0, 12.0, 15.0),
+    "eta": (0.05, 0.1, 0.2, 0.3, 0.5),
+}
+_N_STARTS = 8  # best grid points that get a full L-BFGS-B run
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Fitted law for one variant; `samples` holds bootstrap refits, one row each, columns as `params`."""
+
+    law: str
+    variant: str
+    params: dict[str, float]
+    samples: np.ndarray
+    n_points: int
+    n_kind: str  # which parameter count N is ("non_embedding", "total", or a table's "N")
+
+    @property
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """95% percentile bootstrap intervals (NaN without resamples)."""
+        return {name: interval(self.samples[:, j]) for j, name in enumerate(self.params)}
+
+
+@dataclass(frozen=True)
+class JointFit:
+    """Chinchilla fit across variants with `shared` parameters; bootstrap rows are paired across variants."""
+
+    shared: tuple[str, ...]
+    fits: dict[str, Fit]
+
+    def difference(self, name: str, variant: str, reference: str = BASELINE) -> tuple[float, float, float]:
+        """(estimate, low, high) of `name` for `variant` minus the same for `reference`."""
+        j = list(CHINCHILLA).index(name)
+        fit, ref = self.fits[variant], self.fits[reference]
+        return (fit.params[name] - ref.params[name], *interval(fit.samples[:, j] - ref.samples[:, j]))
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """Relative error (predicted / observed - 1) on the held-out largest-compute cells."""
+
+    threshold: float  # held-out cells have C >= threshold
+    rel_error: np.ndarray
+    n_train: int
+
+    @property
+    def mean_abs(self) -> float:
+        return float(np.mean(np.abs(self.rel_error)))
+
+
+@dataclass(frozen=True)
+class _Design:
+    """log L_i = LSE_k(theta[coef[i, k]] - theta[expo[i, k]] * x[i, k]); `index` maps
+    (variant, law parameter) to theta, `names` are the law's parameters."""
+
+    coef: np.ndarray
+    expo: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    strata: np.ndarray
+    index: np.ndarray
+    names: tuple[str, ...]
+
+    @property
+    def n_theta(self) -> int:
+        return int(self.index.max()) + 1
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap samples (infinite ones count as extreme), NaN with fewer
+    than two non-NaN samples."""
+    samples = samples[~np.isnan(samples)]
+    if samples.size < 2:
+        return (float("nan"), float("nan"))
+    big = np.finfo(float).max
+    lo, hi = np.percentile(np.clip(samples, -big, big), [50 * (1 - level), 50 * (1 + level)])
+    return tuple(float(np.where(abs(q) == big, np.sign(q) * np.inf, q)) for q in (lo, hi))
+
+
+def _objective(theta: np.ndarray, d: _Design, w: np.ndarray) -> tuple[float, np.ndarray]:
+    """Weighted Huber loss of log residuals, scaled by 1 / (delta**2 * sum(w)), and its gradient."""
+    t = theta[d.coef] - theta[d.expo] * d.x  # (n, K)
+    top = t.max(axis=1, keepdims=True)
+    e = np.exp(t - top)
+    total = e.sum(axis=1)
+    r = top[:, 0] + np.log(total) - d.y
+    inside = np.abs(r) <= HUBER_DELTA
+    huber = np.where(inside, 0.5 * r**2, HUBER_DELTA * (np.abs(r) - 0.5 * HUBER_DELTA))
+    scale = 1.0 / (HUBER_DELTA**2 * w.sum())
+    dr = scale * w * np.where(inside, r, HUBER_DELTA * np.sign(r))
+    g = dr[:, None] * e / total[:, None]  # d objective / d t
+    grad = np.bincount(d.coef.ravel(), g.ravel(), d.n_theta)
+    grad -= np.bincount(d.expo.ravel(), (g * d.x).ravel(), d.n_theta)
+    return scale * float(w @ huber), grad
+
+
+def _bounds(d: _Design) -> list[tuple[float, float]]:
+    out = [(0.0, 0.0)] * d.n_theta
+    for v in range(d.index.shape[0]):
+        for j, name in enumerate(d.names):
+            out[d.index[v, j]] = _BOUNDS.get(name, _COEF_BOUNDS)
+    return out
+
+
+def _minimize(d: _Design, theta0: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    bounds = _bounds(d)
+    theta0 = np.clip(theta0, [b[0] for b in bounds], [b[1] for b in bounds])
+    res = minimize(
+        _objective, theta0, args=(d, w), jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+    )  # fmt: skip
+    return res.x, float(res.fun)
+
+
+def _grid_starts(d: _Design, k: int = _N_STARTS) -> np.ndarray:
+    """The k best points of the starting grid (one variant), scored in one vectorised pass."""
+    mesh = np.meshgrid(*(np.asarray(_GRID[name]) for name in d.names), indexing="ij")
+    grid = np.stack([m.ravel() for m in mesh], axis=1)  # columns in theta order for one variant
+    t = grid[:, d.coef] - grid[:, d.expo] * d.x  # (G, n, K)
+    top = t.max(axis=2)
+    r = top + np.log(np.exp(t - top[..., None]).sum(axis=2)) - d.y
+    a = np.abs(r)
+    score = np.where(a <= HUBER_DELTA, 0.5 * r**2, HUBER_DELTA * (a - 0.5 * HUBER_DELTA)).sum(axis=1)
+    return grid[np.argsort(score)[:k]]
+
+
+def _fit_theta(d: _Design, starts: np.ndarray) -> np.ndarray:
+    w = np.ones(d.y.size)
+    with one_blas_thread():
+        best = min((_minimize(d, s, w) for s in starts), key=lambda res: res[1])
+    return best[0]
+
+
+def _bootstrap(d: _Design, theta: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Refit on trials resampled within each stratum, warm-started from the full-data optimum."""
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((n_boot, d.y.size))
+    for s in np.unique(d.strata):
+        idx = np.flatnonzero(d.strata == s)
+        weights[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=n_boot)
+    with one_blas_thread():
+        return np.array([_minimize(d, theta, w)[0] for w in weights]).reshape(n_boot, theta.size)
+
+
+def _natural(theta: np.ndarray, d: _Design, v: int) -> np.ndarray:
+    """Law parameters of variant v from rows of fitted thetas (logs exponentiated)."""
+    out = theta[..., d.index[v]]
+    log = np.array([name in _LOG for name in d.names])
+    return np.where(log, np.exp(out), out)
+
+
+def _as_arrays(law: str, n_min: int, **columns: ArrayLike) -> list[np.ndarray]:
+    arrays = [np.asarray(c, dtype=float).ravel() for c in columns.values()]
+    n = arrays[0].size
+    for name, a in zip(columns, arrays, strict=True):
+        if a.size != n:
+            raise AnalysisError(f"{law} fit: column {name} has {a.size} values, expected {n}")
+        bad = ~np.isfinite(a) | (a <= 0)
+        if bad.any():
+            raise AnalysisError(
+                f"{law} fit: {bad.sum()} {name} values are NaN, infinite or <= 0 "
+                f"(first at row {np.flatnonzero(bad)[0]}); drop failed or diverged trials first"
+            )
+    if n < n_min:
+        raise AnalysisError(f"{law} fit needs at least {n_min} points; got {n}")
+    return arrays
+
+
+def _distinct(law: str, **columns: np.ndarray) -> None:
+    for name, a in columns.items():
+        if np.unique(a).size < 2:
+            raise AnalysisError(f"{law} fit needs at least 2 distinct values of {name}; all are {a[0]:g}")
+
+
+def _chinchilla_design(
+    N: np.ndarray, D: np.ndarray, loss: np.ndarray, codes: np.ndarray, n_variants: int, shared: Sequence[str]
+) -> _Design:
+    index, nxt = np.zeros((n_variants, len(CHINCHILLA)), dtype=int), 0
+    for j, name in enumerate(CHINCHILLA):
+        if name in shared:
+            index[:, j], nxt = nxt, nxt + 1
+        else:
+            index[:, j], nxt = np.arange(nxt, nxt + n_variants), nxt + n_variants
+    rows = index[codes]  # (n, 5): E, A, B, alpha, beta
+    x = np.stack([np.log(N), np.log(D), np.zeros_like(N)], axis=1)
+    return _Design(rows[:, [1, 2, 0]], rows[:, [3, 4, 3]], x, np.log(loss), codes, index, CHINCHILLA)
+
+
+def fit_chinchilla(
+    N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, variant: str = "all", n_kind: str = "N",
+    n_boot: int = 1000, seed: int = 0,
+) -> Fit:  # fmt: skip
+    """Fit L(N, D) = E + A / N**alpha + B / D**beta by Huber loss on log L (Hoffmann et al. 2022).
+
+    L-BFGS-B runs from the best points of a 4,500-point grid; the interval comes from `n_boot`
+    refits on resampled trials, each warm-started from the full-data optimum.
+    """
+    N, D, loss = _as_arrays("chinchilla", len(CHINCHILLA) + 1, N=N, D=D, loss=loss)
+    _distinct("chinchilla", N=N, D=D)
+    d = _chinchilla_design(N, D, loss, np.zeros(N.size, dtype=int), 1, ())
+    theta = _fit_theta(d, _grid_starts(d))
+    samples = _natural(_bootstrap(d, theta, n_boot, seed), d, 0)
+    params = dict(zip(CHINCHILLA, _natural(theta, d, 0).tolist(), strict=True))
+    return Fit("chinchilla", variant, params, samples, N.size, n_kind)
+
+
+def fit_joint(
+    N: ArrayLike, D: ArrayLike, loss: ArrayLike, variant: ArrayLike, *,
+    shared: Sequence[str] = ("E", "alpha"), n_kind: str = "N", n_boot: int = 1000, seed: int = 0,
+) -> JointFit:  # fmt: skip
+    """Fit the Chinchilla surface to all variants at once, `shared` parameters common to all and the
+    others per variant, so that differences (e.g. in beta) get intervals from one bootstrap.
+
+    Starts from the per-variant fits, the shared parameters at their mean; resampling is within variant.
+    """
+    N, D, loss = _as_arrays("joint", len(CHINCHILLA) + 1, N=N, D=D, loss=loss)
+    names, codes = np.unique(np.asarray(variant, dtype=str), return_inverse=True)
+    if names.size < 2:
+        raise AnalysisError(f"joint fit needs at least 2 variants; found only {names.tolist()}")
+    if unknown := set(shared) - set(CHINCHILLA):
+        raise AnalysisError(f"joint fit: unknown shared parameters {sorted(unknown)}; use {CHINCHILLA}")
+    d = _chinchilla_design(N, D, loss, codes, names.size, shared)
+    theta0 = np.zeros(d.n_theta)
+    for v, name in enumerate(names):
+        mask = codes == v
+        _as_arrays(f"joint ({name})", len(CHINCHILLA) + 1, N=N[mask])
+        _distinct(f"joint ({name})", N=N[mask], D=D[mask])
+        single = _chinchilla_design(N[mask], D[mask], loss[mask], np.zeros(mask.sum(), dtype=int), 1, ())
+        np.add.at(theta0, d.index[v], _fit_theta(single, _grid_starts(single)))
+    counts = np.bincount(d.index.ravel(), minlength=d.n_theta)
+    theta = _fit_theta(d, (theta0 / counts)[None])
+    boot = _bootstrap(d, theta, n_boot, seed)
+    fits = {
+        str(name): Fit(
+            "chinchilla",
+            str(name),
+            dict(zip(CHINCHILLA, _natural(theta, d, v).tolist(), strict=True)),
+            _natural(boot, d, v),
+            int((codes == v).sum()),
+            n_kind,
+        )
+        for v, name in enumerate(names)
+    }
+    return JointFit(tuple(shared), fits)
+
+
+def fit_overtraining(
+    C: ArrayLike, M: ArrayLike, loss: ArrayLike, *, variant: str = "all", n_boot: int = 1000, seed: int = 0
+) -> Fit:
+    """Fit L(C, M) = E + (a * M**eta + b * M**-eta) * C**-eta (Gadre et al. 2024) by Huber loss on
+    log L, as `fit_chinchilla` does; log L = LSE(e, log a - eta (log C - log M), log b - eta (log C + log M)).
+    """
+    C, M, loss = _as_arrays("overtraining", len(OVERTRAINING) + 1, C=C, M=M, loss=loss)
+    _distinct("overtraining", C=C, M=M)
+    index = np.arange(len(OVERTRAINING))[None]
+    rows = np.broadcast_to(index, (C.size, len(OVERTRAINING)))
+    x = np.stack([np.log(C) - np.log(M), np.log(C) + np.log(M), np.zeros_like(C)], axis=1)
+    d = _Design(
+        rows[:, [1, 2, 0]], rows[:, [3, 3, 3]], x, np.log(loss), np.zeros(C.size, int), index, OVERTRAINING
+    )
+    theta = _fit_theta(d, _grid_starts(d))
+    samples = _natural(_bootstrap(d, theta, n_boot, seed), d, 0)
+    params = dict(zip(OVERTRAINING, _natural(theta, d, 0).tolist(), strict=True))
+    return Fit("overtraining", variant, params, samples, C.size, "")
+
+
+def holdout(
+    N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, C: ArrayLike | None = None, frac: float = 0.2
+) -> HoldOut:
+    """Fit the Chinchilla surface on all but the largest-compute cells (at least `frac` of the points;
+    C = 6 N D unless given) and return the relative error of its predictions on the held-out cells."""
+    N, D, loss = _as_arrays("holdout", len(CHINCHILLA) + 2, N=N, D=D, loss=loss)
+    C = training_flops(N, D) if C is None else np.asarray(C, dtype=float)
+    threshold = float(np.sort(C)[::-1][max(1, int(np.ceil(frac * C.size))) - 1])
+    test = C >= threshold
+    fit = fit_chinchilla(N[~test], D[~test], loss[~test], n_boot=0)
+    pred = chinchilla(N[test], D[test], **fit.params)
+    return HoldOut(threshold, pred / loss[test] - 1.0, int((~test).sum()))

@@ -1,0 +1,116 @@
+"""Reading results: a results directory (trials + evals, hive-partitioned Parquet) or a generic
+CSV/Parquet table with columns N, D, loss (optional variant, seed, C). The only module that reads files.
+
+A table is a dict of equal-length numpy columns. Normalised columns that the fits use:
+N (parameters), D (tokens), C (training FLOPs), M (token multiplier), loss, variant, seed, status.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+
+from analysis import AnalysisError
+from analysis.laws import training_flops
+
+Columns = dict[str, np.ndarray]
+N_KINDS = ("non_embedding", "total")
+
+
+def _to_columns(table: pa.Table) -> Columns:
+    out = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        out[name] = col.to_numpy()
+    return out
+
+
+def _read_dataset(path: Path) -> Columns:
+    try:
+        return _to_columns(ds.dataset(path, format="parquet", partitioning="hive").to_table())
+    except (pa.ArrowInvalid, OSError) as err:
+        raise AnalysisError(f"cannot read {path}: {err}") from err
+
+
+def select(cols: Columns, mask: np.ndarray) -> Columns:
+    """Rows of a table where `mask` is true."""
+    return {name: values[mask] for name, values in cols.items()}
+
+
+def latest_attempts(cols: Columns) -> Columns:
+    """One row per trial_id: the one with the largest attempt."""
+    order = np.lexsort((cols["attempt"], cols["trial_id"]))
+    ids = cols["trial_id"][order]
+    last = np.r_[ids[1:] != ids[:-1], True]
+    return select(cols, order[last])
+
+
+def load_trials(directory: str | Path, n_kind: str = "non_embedding") -> Columns:
+    """Latest attempt of every trial under DIR/trials, all statuses, with the normalised columns
+    (N = params_<n_kind>, D = tokens, C = flops, M = tokens_per_param, loss = final_val_loss)."""
+    path = Path(directory) / "trials"
+    if n_kind not in N_KINDS:
+        raise AnalysisError(f"unknown parameter count {n_kind!r}; use one of {N_KINDS}")
+    if not path.is_dir() or not any(path.rglob("*.parquet")):
+        raise AnalysisError(f"no trial results (Parquet files) under {path}")
+    cols = latest_attempts(_read_dataset(path))
+    cols.update(
+        N=cols[f"params_{n_kind}"].astype(float),
+        D=cols["tokens"].astype(float),
+        C=cols["flops"].astype(float),
+        M=cols["tokens_per_param"].astype(float),
+        loss=cols["final_val_loss"].astype(float),
+        variant=cols["variant"].astype(str),
+    )
+    return cols
+
+
+def load_evals(directory: str | Path) -> Columns | None:
+    """Evaluation curves under DIR/evals (latest attempt of each trial), or None if there are none."""
+    path = Path(directory) / "evals"
+    if not path.is_dir() or not any(path.rglob("*.parquet")):
+        return None
+    cols = _read_dataset(path)
+    latest = {}
+    for trial, attempt in zip(cols["trial_id"], cols["attempt"], strict=True):
+        latest[trial] = max(attempt, latest.get(trial, attempt))
+    keep = np.array([latest[t] == a for t, a in zip(cols["trial_id"], cols["attempt"], strict=True)], bool)
+    return select(cols, keep)
+
+
+def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
+    """A results directory (its trials) or a generic CSV/Parquet table with columns N, D, loss;
+    missing columns default to variant 'all', seed 0, C = 6 N D, M = D / N, status 'completed'."""
+    path = Path(path)
+    if path.is_dir():
+        return load_trials(path, n_kind)
+    if not path.is_file():
+        raise AnalysisError(f"no such file or directory: {path}")
+    try:
+        table = pacsv.read_csv(path) if path.suffix.lower() == ".csv" else ds.dataset(path).to_table()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise AnalysisError(f"cannot read {path}: {err}") from err
+    cols = _to_columns(table)
+    if missing := {"N", "D", "loss"} - set(cols):
+        raise AnalysisError(f"{path}: missing column(s) {sorted(missing)}; a table needs N, D and loss")
+    n = len(cols["N"])
+    cols = {k: (v.astype(float) if k in ("N", "D", "loss", "C") else v) for k, v in cols.items()}
+    cols["variant"] = cols["variant"].astype(str) if "variant" in cols else np.full(n, "all")
+    cols.setdefault("seed", np.zeros(n, dtype=int))
+    cols.setdefault("C", training_flops(cols["N"], cols["D"]))
+    cols.setdefault("M", cols["D"] / cols["N"])
+    cols.setdefault("status", np.full(n, "completed"))
+    return cols
+
+
+def completed(cols: Columns) -> tuple[Columns, dict[str, int]]:
+    """Completed trials with a finite loss, and the count of the others by status."""
+    ok = (cols["status"] == "completed") & np.isfinite(cols["loss"])
+    reasons = np.where(cols["status"] == "completed", "non-finite loss", cols["status"])
+    names, counts = np.unique(reasons[~ok], return_counts=True)
+    return select(cols, ok), dict(zip(names.tolist(), counts.tolist(), strict=True))

@@ -1,0 +1,346 @@
+"""Trial and eval results: Parquet files with one declared schema, hive-partitioned by sweep.
+
+    DIR/trials/sweep=<name>/part-<trial_id>-a<attempt>-<uuid8>.parquet   one row: the attempt's outcome
+    DIR/evals/sweep=<name>/part-<trial_id>-a<attempt>-<uuid8>.parquet    that attempt's eval curve
+
+DIR is a local path or a URI that pyarrow.fs understands (s3://, gs://, file://). Every file has
+one writer and appears under its final name in one move, so readers never see half a file. The
+trials row is the commit marker: write_attempt writes the evals file first, and read_evals returns
+only evals whose attempt has a trials row. pandas, polars and DuckDB read the same directories
+(polars and DuckDB infer the sweep column's type, so there a sweep named 2024 reads as an integer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+
+
+def _col(name: str, type_: pa.DataType, doc: str = "", required: bool = False) -> pa.Field:
+    # The doc travels in each file's field metadata, so a reader without this repo still gets it.
+    return pa.field(name, type_, nullable=not required, metadata={"doc": doc} if doc else None)
+
+
+def _config(name: str, type_: pa.DataType, doc: str = "") -> pa.Field:
+    # Config is known before a trial starts, so even a failure row has all of it.
+    return _col(name, type_, doc, required=True)
+
+
+_META = {"tiedsweep.schema_version": str(SCHEMA_VERSION)}
+_UTC_US = pa.timestamp("us", tz="UTC")
+
+# Required (non-nullable) columns are identity and config; accounting and outcome may be null
+# because a trial can fail before the model is built. New columns must be nullable, so files
+# written under older schema versions still read (the column comes back null).
+TRIALS_SCHEMA = pa.schema(
+    [
+        _col("trial_id", pa.string(), "<name>-<hash> of the trial config", required=True),
+        _col("attempt", pa.int64(), "0-based; a retry or resume is a new attempt", required=True),
+        _col("status", pa.string(), "completed|failed|diverged|interrupted", required=True),
+        _config("variant", pa.string(), "attention variant: key of the tiedattn registry"),
+        _config("d_model", pa.int64()),
+        _config("n_layer", pa.int64()),
+        _config("n_head", pa.int64()),
+        _config("d_ff", pa.int64()),
+        _config("n_kv_head", pa.int64()),
+        _config("vocab_size", pa.int64()),
+        _config("seq_len", pa.int64()),
+        _config("pos", pa.string(), "position encoding"),
+        _config("norm", pa.string()),
+        _config("bias", pa.bool_()),
+        _config("tie_embeddings", pa.bool_(), "input embedding shared with the output head"),
+        _config("batch_size", pa.int64(), "sequences per optimizer step"),
+        _config("lr", pa.float64(), "peak learning rate"),
+        _config("schedule", pa.string()),
+        _config("warmup_frac", pa.float64(), "fraction of total steps"),
+        _config("cooldown_frac", pa.float64(), "fraction of total steps"),
+        _config("cooldown_shape", pa.string()),
+        _config("weight_decay", pa.float64()),
+        _config("seed", pa.int64()),
+        _config("tokens_per_param", pa.float64(), "training tokens / params counted per n_basis"),
+        _config("tokens_basis", pa.string(), "baseline|own: whose param count sets the token budget"),
+        _config("n_basis", pa.string(), "non_embedding|total: which param count tokens_per_param uses"),
+        _config("match", pa.string(), "none|params: d_ff adjusted to match the baseline's params"),
+        _config("corpus", pa.string()),
+        _config("corpus_fingerprint", pa.string(), "hash of the tokenized corpus: equal means same data"),
+        _col("branch_of", pa.string(), "trunk trial id of a WSD cooldown branch; null otherwise"),
+        _col("params_total", pa.int64()),
+        _col("params_non_embedding", pa.int64()),
+        _col("params_attention", pa.int64()),
+        _col("tokens", pa.int64(), "planned training tokens"),
+        _col("flops_per_token", pa.float64(), "training FLOPs per token, forward + backward"),
+        _col("flops", pa.float64(), "flops_per_token * tokens"),
+        _col("kv_bytes_per_token", pa.int64(), "inference KV-cache bytes per token, all layers"),
+        _col("epochs", pa.float64(), "tokens / corpus tokens"),
+        _col("repeats_data", pa.bool_(), "epochs > 1: some data seen twice"),
+        _col("final_train_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
+        _col("final_val_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
+        _col("tokens_per_s", pa.float64()),
+        _col("wall_s", pa.float64()),
+        _col("steps", pa.int64(), "optimizer steps taken, counting any before a resume"),
+        _col("resumed_from_step", pa.int64(), "checkpoint step this attempt resumed from; null if fresh"),
+        _col("host", pa.string()),
+        _col("git_sha", pa.string()),
+        _col("error", pa.string(), "why a failed/diverged/interrupted attempt stopped"),
+        _col("started_at", _UTC_US),
+        _col("finished_at", _UTC_US),
+        _col("schema_version", pa.int32(), required=True),
+    ],
+    metadata=_META,
+)
+
+EVALS_SCHEMA = pa.schema(
+    [
+        _col("trial_id", pa.string(), required=True),
+        _col("attempt", pa.int64(), required=True),
+        _col("step", pa.int64(), required=True),
+        _col("tokens", pa.int64(), "training tokens seen at this step", required=True),
+        _col("train_loss", pa.float64()),
+        _col("val_loss", pa.float64()),
+        _col("lr", pa.float64(), "learning rate at this step"),
+    ],
+    metadata=_META,
+)
+
+_ENUMS = {
+    "status": ("completed", "failed", "diverged", "interrupted"),
+    "tokens_basis": ("baseline", "own"),
+    "n_basis": ("non_embedding", "total"),
+    "match": ("none", "params"),
+}
+_SWEEP = pa.field("sweep", pa.string(), metadata={"doc": "hive partition key: the sweep=<name> directory"})
+_PARTITIONING = ds.partitioning(pa.schema([_SWEEP]), flavor="hive")
+_TRIAL_KEYS = ["trial_id", "attempt"]
+_EVAL_KEYS = ["trial_id", "attempt", "step"]
+# The leading "_" hides temp files from pyarrow/pandas discovery (ignore_prefixes ['.', '_']); the
+# suffix hides them from the "*.parquet" globs polars and DuckDB use, which skip no prefixes.
+_TMP_PREFIX, _TMP_SUFFIX = "_tmp-", ".tmp"
+# A temp file is written and moved within seconds; one an hour old was left by a crashed writer.
+_STALE_TMP_S = 3600.0
+# compact() may delete a part file between a reader's listing and its read; re-listing finds the
+# merged file instead. Three tries covers back-to-back compactions.
+_READ_TRIES = 3
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(value: str, what: str) -> str:
+    """Raise ValueError unless `value` is safe as a path component and a hive partition value."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f"{what} {value!r}: use letters, digits, '.', '_', '-' (not first)")
+    return value
+
+
+def _filesystem(results_dir: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in results_dir:
+        return pafs.FileSystem.from_uri(results_dir)
+    return pafs.LocalFileSystem(), os.path.abspath(results_dir)
+
+
+def _timestamp(value: object, column: str) -> object:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"{column}: naive datetime; pass a timezone-aware one or unix seconds")
+    return value
+
+
+def _to_table(rows: list[dict], schema: pa.Schema, what: str) -> pa.Table:
+    for row in rows:
+        unknown = sorted(set(row) - set(schema.names))
+        if unknown:
+            hint = " (sweep is the partition directory, not a column)" if "sweep" in unknown else ""
+            raise ValueError(f"{what}: unknown column(s) {unknown}{hint}")
+        missing = [f.name for f in schema if not f.nullable and row.get(f.name) is None]
+        if missing:
+            raise ValueError(f"{what}: required column(s) missing: {missing}")
+        for column, allowed in _ENUMS.items():
+            if column in schema.names and row[column] not in allowed:
+                raise ValueError(f"{what}: {column}={row[column]!r} not in {allowed}")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _write_atomic(filesystem: pafs.FileSystem, directory: str, name: str, table: pa.Table) -> None:
+    filesystem.create_dir(directory, recursive=True)
+    tmp = f"{directory}/{_TMP_PREFIX}{uuid.uuid4().hex}{_TMP_SUFFIX}"
+    try:
+        pq.write_table(table, tmp, filesystem=filesystem)
+        # LocalFileSystem.move is rename(2), atomic on POSIX; on object stores the final key
+        # appears in one server-side copy, never partially.
+        filesystem.move(tmp, f"{directory}/{name}")
+    except BaseException:
+        if filesystem.get_file_info(tmp).type == pafs.FileType.File:
+            filesystem.delete_file(tmp)
+        raise
+
+
+def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict]) -> None:
+    """Write one attempt's outcome row and eval rows: evals file first, then the trials file.
+
+    Missing nullable keys become null; unknown keys, missing required keys or bad enum values raise
+    ValueError before anything is written. Eval rows inherit trial_id and attempt from trial_row.
+    `started_at`/`finished_at` take timezone-aware datetimes or unix seconds.
+    """
+    check_name(sweep, "sweep")
+    row = dict(trial_row)
+    if row.setdefault("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {row['schema_version']} != {SCHEMA_VERSION}")
+    for column in ("started_at", "finished_at"):
+        row[column] = _timestamp(row.get(column), column)
+    trials = _to_table([row], TRIALS_SCHEMA, "trial row")
+    trial_id, attempt = check_name(row["trial_id"], "trial_id"), row["attempt"]
+    if attempt < 0:
+        raise ValueError(f"attempt {attempt} < 0")
+    ident = {"trial_id": trial_id, "attempt": attempt}
+    for e in eval_rows:
+        clash = {k: e[k] for k in ident if k in e and e[k] != ident[k]}
+        if clash:
+            raise ValueError(f"eval row {clash} does not match the trial row {ident}")
+    evals = _to_table([{**e, **ident} for e in eval_rows], EVALS_SCHEMA, "eval row")
+
+    filesystem, base = _filesystem(results_dir)
+    name = f"part-{trial_id}-a{attempt}-{uuid.uuid4().hex[:8]}.parquet"
+    if evals.num_rows:
+        _write_atomic(filesystem, f"{base}/evals/sweep={sweep}", name, evals)
+    _write_atomic(filesystem, f"{base}/trials/sweep={sweep}", name, trials)
+
+
+def _scan(
+    results_dir: str, table: str, schema: pa.Schema, sweep: str | None, where: pc.Expression | None = None
+) -> pa.Table:
+    filesystem, base = _filesystem(results_dir)
+    root = f"{base}/{table}"
+    source = root if sweep is None else f"{root}/sweep={check_name(sweep, 'sweep')}"
+    read_schema = schema.append(_SWEEP)
+
+    def scan() -> pa.Table:
+        if filesystem.get_file_info(source).type != pafs.FileType.Directory:
+            return read_schema.empty_table()
+        dataset = ds.dataset(
+            source,
+            schema=read_schema,  # casts files from older schema versions to this one
+            format="parquet",
+            filesystem=filesystem,
+            partitioning=_PARTITIONING,
+            partition_base_dir=root,
+        )
+        return dataset.to_table(filter=where)
+
+    for _ in range(_READ_TRIES - 1):
+        with contextlib.suppress(FileNotFoundError):
+            return scan()
+    return scan()
+
+
+def _first_per_key(table: pa.Table, keys: list[str], order: list[tuple[str, str]]) -> pa.Table:
+    """Sort by `order`, then keep the first row of each distinct `keys` value, in sorted order."""
+    table = table.sort_by(order)
+    rows = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    return table.take(rows.group_by(keys).aggregate([("_row", "min")])["_row_min"].sort())
+
+
+def read_trials(results_dir: str, sweep: str | None = None, latest: bool = True) -> pa.Table:
+    """Trials rows (plus the `sweep` column), sorted by sweep, trial_id, attempt.
+
+    latest=True keeps only each trial's highest attempt; either way a (trial_id, attempt) row that
+    appears twice (a compaction in progress) comes back once.
+    """
+    table = _scan(results_dir, "trials", TRIALS_SCHEMA, sweep)
+    order = [("sweep", "ascending"), ("trial_id", "ascending")]
+    if latest:
+        return _first_per_key(table, ["sweep", "trial_id"], [*order, ("attempt", "descending")])
+    return _first_per_key(table, ["sweep", *_TRIAL_KEYS], [*order, ("attempt", "ascending")])
+
+
+def read_evals(results_dir: str, sweep: str | None = None) -> pa.Table:
+    """Eval rows of each trial's latest attempt that has a trials row, sorted by sweep, trial_id, step."""
+    committed = read_trials(results_dir, sweep).select(["sweep", *_TRIAL_KEYS])
+    evals = _scan(results_dir, "evals", EVALS_SCHEMA, sweep)
+    evals = evals.join(committed, keys=["sweep", *_TRIAL_KEYS], join_type="left semi")
+    return _first_per_key(evals, ["sweep", *_EVAL_KEYS], [(k, "ascending") for k in ["sweep", *_EVAL_KEYS]])
+
+
+def trial_status(results_dir: str, sweep: str) -> dict[str, str]:
+    """trial_id -> status of its latest attempt."""
+    table = read_trials(results_dir, sweep)
+    return dict(zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=True))
+
+
+def next_attempt(results_dir: str, sweep: str, trial_id: str) -> int:
+    """1 + the highest attempt of `trial_id` in either table (0 for a new trial).
+
+    Evals count too: an attempt that crashed between its evals file and its trials row left evals
+    under its number, and reusing that number would attach them to the new attempt.
+    """
+    where = pc.field("trial_id") == trial_id
+    highest = [
+        pc.max(_scan(results_dir, table, schema, sweep, where)["attempt"]).as_py()
+        for table, schema in (("trials", TRIALS_SCHEMA), ("evals", EVALS_SCHEMA))
+    ]
+    return max((a for a in highest if a is not None), default=-1) + 1
+
+
+def _partition_dirs(filesystem: pafs.FileSystem, root: str, sweep: str | None) -> list[str]:
+    wanted = None if sweep is None else f"sweep={check_name(sweep, 'sweep')}"
+    infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.Directory
+        and i.base_name.startswith("sweep=")
+        and wanted in (None, i.base_name)
+    )
+
+
+def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, int]]:
+    """Merge each sweep partition's part files into one file per table, then delete the sources.
+
+    The merged file is written atomically before any source is deleted; readers drop the duplicate
+    rows visible in between. Temp files older than an hour (crashed writers) are removed too.
+    Returns per table: files_before, files_after, rows_before, rows_after, stale_tmp_removed.
+    """
+    filesystem, base = _filesystem(results_dir)
+    counts: dict[str, dict[str, int]] = {}
+    for table, schema, keys in (("trials", TRIALS_SCHEMA, _TRIAL_KEYS), ("evals", EVALS_SCHEMA, _EVAL_KEYS)):
+        c = counts[table] = dict.fromkeys(
+            ["files_before", "files_after", "rows_before", "rows_after", "stale_tmp_removed"], 0
+        )
+        for directory in _partition_dirs(filesystem, f"{base}/{table}", sweep):
+            parts, stale = [], []
+            for info in filesystem.get_file_info(pafs.FileSelector(directory)):
+                name = info.base_name
+                if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
+                    if info.mtime_ns is not None and time.time() - info.mtime_ns / 1e9 > _STALE_TMP_S:
+                        stale.append(info.path)
+                elif name.endswith(".parquet") and not name.startswith((".", "_")):
+                    parts.append(info.path)
+            for path in stale:
+                filesystem.delete_file(path)
+            c["stale_tmp_removed"] += len(stale)
+            dataset = ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem)
+            rows = dataset.count_rows()  # footers only
+            c["files_before"] += len(parts)
+            c["rows_before"] += rows
+            if len(parts) > 1:
+                merged = _first_per_key(dataset.to_table(), keys, [(k, "ascending") for k in keys])
+                _write_atomic(filesystem, directory, f"part-compacted-{uuid.uuid4().hex[:8]}.parquet", merged)
+                for path in parts:
+                    try:
+                        filesystem.delete_file(path)
+                    except FileNotFoundError:  # a concurrent compact merged and removed it first
+                        pass
+                rows = merged.num_rows
+            c["files_after"] += min(len(parts), 1)
+            c["rows_after"] += rows
+    return counts

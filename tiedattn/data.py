@@ -1,0 +1,420 @@
+"""Corpus -> byte-level BPE -> cached token stream -> packed, deterministic batches.
+
+A corpus is the running Python's standard library (the default: always present, ~31 MB of .py), a
+folder or glob of text files (one document per file), or JSONL / Parquet shards with a `text`
+column (one document per row, as FineWeb and SlimPajama ship). It is tokenized once into a memmap
+per (corpus fingerprint, tokenizer); later calls, from any process, only map the files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import gzip
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+EOT = "<|endoftext|>"
+_KINDS = {".txt": "text", ".md": "text", ".rst": "text", ".py": "text"}
+_KINDS |= {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".parquet": "parquet"}  # a document per row
+_SUFFIXES = " ".join(_KINDS)
+_EOT_NAMES = (EOT, "<|end_of_text|>", "</s>", "<eos>")  # GPT-2/NeoX, Llama 3, Llama 2/T5, Gemma
+_BPE_SAMPLE_BYTES = 8_000_000  # stdlib, vocab 4096: trains + tokenizes 12 MB in ~6 s on 2 cores
+_ENCODE_DOCS = 1024  # documents per encode_batch call: a few MB of FineWeb text
+_FORMAT = 1  # bump when the split or packing rules change, so old caches are not reused
+
+
+class DataError(ValueError):
+    """Bad corpus or tokenizer input; the message starts with the offending field."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "stdlib"  # "stdlib" | folder | glob | .txt/.md/.rst/.py/.jsonl/.jsonl.gz/.parquet file
+    tokenizer: str = "bpe"  # "bpe": train byte-level BPE with vocab_size; else a path to tokenizer.json
+    vocab_size: int = 4096  # used only for tokenizer == "bpe"
+    max_bytes: int | None = None  # cap on corpus text: documents in a seeded order until the cap; None = all
+    val_fraction: float = 0.02  # by document; at least one document either side
+    split_seed: int = 0  # fixes the document order (for max_bytes) and the validation documents
+    cache_dir: str | None = None  # None -> $TIEDSWEEP_CACHE or ~/.cache/tiedsweep
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing memmaps elementwise is never what is meant
+class TokenData:
+    train: np.ndarray  # 1-D memmap of token ids, training documents each followed by eot
+    val: np.ndarray  # same for validation documents
+    vocab_size: int  # the tokenizer's vocab size (a model's vocab must be >= this)
+    eot_id: int
+    fingerprint: str  # == corpus_fingerprint(cfg)
+    tokenizer_path: str
+    n_train_docs: int
+    n_val_docs: int
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: str
+    rel: str  # relative to the corpus root: survives moving the corpus
+    kind: str  # "text" | "jsonl" | "parquet"
+
+    @property
+    def key(self) -> str:
+        """Names the same documents whatever the container, so JSONL and Parquet split alike."""
+        return self.rel if self.kind == "text" else self.rel.removesuffix(".gz").rsplit(".", 1)[0]
+
+
+def _kind(path: str) -> str | None:
+    return next((kind for suffix, kind in _KINDS.items() if path.endswith(suffix)), None)
+
+
+def _walk(root: str, skip: tuple[str, ...] = ()) -> list[str]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in skip)
+        found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".") and _kind(n)]
+    return found
+
+
+def _sources(corpus: str) -> list[_Source]:
+    path = os.path.expanduser(corpus)
+    if corpus == "stdlib":
+        # site-/dist-packages hold whatever happens to be installed, not the standard library
+        skip = ("site-packages", "dist-packages", "__pycache__")
+        files = [p for p in _walk(sysconfig.get_paths()["stdlib"], skip) if p.endswith(".py")]
+    elif any(c in corpus for c in "*?["):
+        matched = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        if not matched:
+            raise DataError(f"corpus: glob '{corpus}' matches no files")
+        files = [p for p in matched if _kind(p)]
+    elif os.path.isdir(path):
+        files = _walk(path)
+    elif os.path.isfile(path):
+        if not _kind(path):
+            raise DataError(f"corpus: unsupported file type '{corpus}' (expected {_SUFFIXES})")
+        files = [path]
+    else:
+        raise DataError(f"corpus: no such file or folder '{corpus}'")
+    if not files:
+        raise DataError(f"corpus: no text documents found in '{corpus}' (looked for {_SUFFIXES})")
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
+    return [_Source(p, os.path.relpath(os.path.abspath(p), root), _kind(p) or "") for p in files]
+
+
+def _check(cfg: DataConfig) -> list[_Source]:
+    """Every check that needs no tokenizing, so bad input fails before any work."""
+    if cfg.tokenizer == "bpe" and cfg.vocab_size < 257:
+        raise DataError(f"vocab_size: must be >= 257 (256 byte symbols + {EOT}), got {cfg.vocab_size}")
+    if cfg.tokenizer != "bpe" and not os.path.isfile(os.path.expanduser(cfg.tokenizer)):
+        raise DataError(f"tokenizer: no such file '{cfg.tokenizer}'")
+    if cfg.max_bytes is not None and cfg.max_bytes <= 0:
+        raise DataError(f"max_bytes: must be positive or None, got {cfg.max_bytes}")
+    if not 0 < cfg.val_fraction <= 0.5:
+        raise DataError(f"val_fraction: must be in (0, 0.5], got {cfg.val_fraction}")
+    sources = _sources(cfg.corpus)
+    for s in sources:
+        if s.kind == "parquet":
+            try:
+                schema = pq.read_schema(s.path)
+            except (OSError, pa.ArrowException) as e:
+                raise DataError(f"corpus: cannot read Parquet file '{s.path}': {e}") from None
+            if "text" not in schema.names:
+                cols = ", ".join(schema.names)
+                raise DataError(f"corpus: Parquet file '{s.path}' has no 'text' column (columns: {cols})")
+            t = schema.field("text").type
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                raise DataError(
+                    f"corpus: Parquet file '{s.path}' has a 'text' column of type {t}, not string"
+                )
+        elif s.kind == "jsonl":
+            next(_read(s), None)  # parses the first record: catches gzip, encoding and field errors
+    return sources
+
+
+def _file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
+
+
+def _fingerprint(cfg: DataConfig, sources: list[_Source]) -> str:
+    files = sorted((s.rel, (st := os.stat(s.path)).st_size, st.st_mtime_ns) for s in sources)
+    tok = {"bpe": cfg.vocab_size} if cfg.tokenizer == "bpe" else {"file": _file_hash(cfg.tokenizer)}
+    python = sys.version if cfg.corpus == "stdlib" else None  # a new Python ships different sources
+    spec = {"format": _FORMAT, "files": files, "python": python, "tokenizer": tok}
+    spec |= {field: getattr(cfg, field) for field in ("max_bytes", "val_fraction", "split_seed")}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def corpus_fingerprint(cfg: DataConfig) -> str:
+    """16 hex chars naming the token stream cfg yields; stats files only (~30 ms for stdlib)."""
+    return _fingerprint(cfg, _check(cfg))
+
+
+def _read(src: _Source) -> Iterator[str | None]:
+    """The texts of one source file, one per document (None for a null row)."""
+    if src.kind == "text":
+        yield (
+            Path(src.path).read_bytes().decode("utf-8", errors="replace")
+        )  # a few stdlib tests are deliberately latin-1
+    elif src.kind == "jsonl":
+        try:
+            with (gzip.open if src.path.endswith(".gz") else open)(src.path, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        yield _jsonl_text(src.path, n, line)
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise DataError(f"corpus: cannot read JSONL file '{src.path}': {e}") from None
+    else:
+        try:
+            for batch in pq.ParquetFile(src.path).iter_batches(batch_size=1024, columns=["text"]):
+                yield from batch.column(0).to_pylist()
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"corpus: cannot read Parquet file '{src.path}': {e}") from None
+
+
+def _jsonl_text(path: str, n: int, line: str) -> str | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"corpus: '{path}' line {n}: invalid JSON ({e.msg})") from None
+    if not isinstance(row, dict) or "text" not in row:
+        raise DataError(f"corpus: '{path}' line {n}: no 'text' field")
+    if row["text"] is not None and not isinstance(row["text"], str):
+        raise DataError(f"corpus: '{path}' line {n}: 'text' is {type(row['text']).__name__}, not a string")
+    return row["text"]
+
+
+def _unit(seed: int, salt: str, key: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, salt, key): independent of file listing order."""
+    digest = hashlib.blake2b(f"{seed}/{salt}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _documents(cfg: DataConfig, sources: list[_Source]) -> Iterator[tuple[bool, str]]:
+    """(is_validation, text) of each non-empty document, until max_bytes.
+
+    Files come in a seeded order; rows keep their order within a shard (FineWeb shards are
+    already unordered crawl dumps). A document is held out when its own hash falls under
+    val_fraction: a separate salt from the file order, else capping bytes would skew the split.
+    """
+    total = 0
+    for src in sorted(sources, key=lambda s: (_unit(cfg.split_seed, "order", s.key), s.rel)):
+        for row, text in enumerate(_read(src)):
+            if not text:
+                continue
+            key = src.key if src.kind == "text" else f"{src.key}#{row}"
+            yield _unit(cfg.split_seed, "val", key) < cfg.val_fraction, text
+            total += len(text.encode())
+            if cfg.max_bytes is not None and total >= cfg.max_bytes:
+                return
+
+
+def _train_bpe(cfg: DataConfig, sources: list[_Source]) -> Tokenizer:
+    def sample() -> Iterator[str]:  # training documents only: the tokenizer never sees validation text
+        seen = 0
+        for is_val, text in _documents(cfg, sources):
+            if seen >= _BPE_SAMPLE_BYTES:
+                return
+            if not is_val:
+                seen += len(text.encode())
+                yield text
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # all 256 bytes, so any text encodes without <unk>
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size, special_tokens=[EOT], initial_alphabet=alphabet, show_progress=False
+    )
+    tok.train_from_iterator(sample(), trainer)
+    return tok
+
+
+def _open_tokenizer(path: str | Path) -> tuple[Tokenizer, int]:
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for bad JSON
+        raise DataError(f"tokenizer: cannot load '{path}': {e}") from None
+    eot = next((i for name in _EOT_NAMES if (i := tok.token_to_id(name)) is not None), None)
+    if eot is None:
+        raise DataError(f"tokenizer: '{path}' has no end-of-text token (looked for {' '.join(_EOT_NAMES)})")
+    return tok, eot
+
+
+class _Sink:
+    """A file written under a temp name beside its final one, renamed there only when complete;
+    for a token stream, it counts documents and can hand its last one to the other split."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.n_docs, self.last = path, 0, np.empty(0)
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        self.file = os.fdopen(fd, "wb")
+
+    def add(self, ids: np.ndarray) -> None:
+        self.file.write(ids.tobytes())
+        self.n_docs, self.last = self.n_docs + 1, ids
+
+    def pop(self) -> np.ndarray:
+        """Take back the last document; call at most once, after the last add."""
+        self.file.truncate(self.file.tell() - self.last.nbytes)
+        self.n_docs -= 1
+        return self.last
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    sink = _Sink(path)
+    sink.file.write(data)
+    sink.commit()
+
+
+def _tokenize(cfg: DataConfig, sources: list[_Source], tok: Tokenizer, eot: int, prefix: str) -> None:
+    vocab = tok.get_vocab_size()
+    dtype = np.dtype(np.uint16 if vocab < 2**16 else np.uint32)  # halves the cache for vocabs < 65536
+    train, val = _Sink(Path(f"{prefix}.train.bin")), _Sink(Path(f"{prefix}.val.bin"))
+    try:
+        docs = _documents(cfg, sources)
+        while chunk := list(islice(docs, _ENCODE_DOCS)):
+            encodings = tok.encode_batch([text for _, text in chunk], add_special_tokens=False)
+            for (is_val, _), enc in zip(chunk, encodings, strict=True):
+                (val if is_val else train).add(np.array([*enc.ids, eot], dtype))
+        if (n := train.n_docs + val.n_docs) < 2:
+            raise DataError(f"corpus: '{cfg.corpus}' too small: {n} non-empty documents, need at least 2")
+        if val.n_docs == 0:  # at least one document either side, whatever the hashes say
+            val.add(train.pop())
+        elif train.n_docs == 0:
+            train.add(val.pop())
+        train.commit()
+        val.commit()
+    finally:
+        for sink in (train, val):
+            sink.file.close()
+            Path(sink.tmp).unlink(missing_ok=True)
+    meta = {"dtype": dtype.name, "vocab_size": vocab, "eot_id": eot, "n_train_docs": train.n_docs}
+    meta["n_val_docs"] = val.n_docs
+    _atomic_write(Path(f"{prefix}.json"), json.dumps(meta).encode())  # written last: marks the cache done
+
+
+def _prefix(cache: Path, fp: str, tok_path: Path) -> str:
+    return f"{cache / fp}-{_file_hash(tok_path)[:8]}"  # an edited tokenizer.json never reuses old ids
+
+
+def _cached(cache: Path, fp: str, tok_path: Path) -> TokenData | None:
+    if not tok_path.is_file():
+        return None
+    prefix = _prefix(cache, fp, tok_path)
+    try:
+        meta = json.loads(Path(f"{prefix}.json").read_text())
+    except FileNotFoundError:
+        return None
+    dtype = np.dtype(meta.pop("dtype"))
+    train, val = (np.memmap(f"{prefix}.{s}.bin", dtype, mode="r") for s in ("train", "val"))
+    return TokenData(train, val, fingerprint=fp, tokenizer_path=str(tok_path), **meta)
+
+
+def prepare_data(cfg: DataConfig) -> TokenData:
+    """Validate, then tokenize once per (fingerprint, tokenizer); later calls only memmap the cache.
+
+    Concurrent callers (Ray workers) serialise on a lock file: the first trains the tokenizer and
+    tokenizes, the others wait and then map its files. Every file is written to a temp name and
+    renamed, so a killed worker never leaves a half-written cache behind.
+    """
+    sources = _check(cfg)
+    fp = _fingerprint(cfg, sources)
+    cache = Path(cfg.cache_dir or os.environ.get("TIEDSWEEP_CACHE") or "~/.cache/tiedsweep")
+    cache = cache.expanduser().resolve()  # absolute, so tokenizer_path means the same in every worker
+    cache.mkdir(parents=True, exist_ok=True)
+    bpe = cfg.tokenizer == "bpe"
+    tok_path = cache / f"bpe{cfg.vocab_size}-{fp}.json" if bpe else Path(cfg.tokenizer).expanduser().resolve()
+    if (data := _cached(cache, fp, tok_path)) is not None:
+        return data
+    if not bpe:
+        _open_tokenizer(tok_path)  # a broken tokenizer.json fails before anyone waits on the lock
+    # the lock file is never deleted: unlinking it would let a late process lock a different inode
+    with open(cache / f"{fp}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (data := _cached(cache, fp, tok_path)) is None:
+            if bpe and not tok_path.is_file():
+                _atomic_write(tok_path, _train_bpe(cfg, sources).to_str().encode())
+            tok, eot = _open_tokenizer(tok_path)
+            _tokenize(cfg, sources, tok, eot, _prefix(cache, fp, tok_path))
+            data = _cached(cache, fp, tok_path)
+    assert data is not None
+    return data
+
+
+def load_tokenizer(data: TokenData) -> Tokenizer:
+    """The tokenizer that produced data's ids, for decoding samples."""
+    return Tokenizer.from_file(data.tokenizer_path)
+
+
+class Batches:
+    """Packed batches: the token stream is cut into windows of seq_len+1 tokens starting at
+    multiples of seq_len (x = w[:-1], y = w[1:]); window order is a permutation drawn per epoch
+    from np.random.default_rng((seed, epoch)), so batch(step) is a pure function of (seed, step):
+    resuming a run needs only the step. Row j of step s is window i = s*B + j of the concatenated
+    epoch permutations, so a batch may straddle two epochs.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int) -> None:
+        if seq_len < 1 or batch_size < 1:
+            raise DataError(f"seq_len, batch_size: must be >= 1, got {seq_len}, {batch_size}")
+        self.tokens, self.seq_len, self.batch_size, self.seed = tokens, seq_len, batch_size, seed
+        self.n_windows = (len(tokens) - 1) // seq_len  # the last window needs one extra target token
+        if self.n_windows == 0:
+            raise DataError(f"corpus: only {len(tokens)} tokens, fewer than one sequence of {seq_len + 1}")
+        self._perms: dict[int, np.ndarray] = {}  # the current and next epoch: get() never redraws one
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) >= 2:
+                del self._perms[min(self._perms)]
+            self._perms[epoch] = np.random.default_rng((self.seed, epoch)).permutation(self.n_windows)
+        return self._perms[epoch]
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y), each (B, T) int64 on CPU."""
+        epoch, pos = np.divmod(step * self.batch_size + np.arange(self.batch_size), self.n_windows)
+        window = np.empty(self.batch_size, np.int64)
+        for e in np.unique(epoch):
+            window[epoch == e] = self._perm(int(e))[pos[epoch == e]]
+        w = self.tokens[window[:, None] * self.seq_len + np.arange(self.seq_len + 1)]  # (B, T+1)
+        w = torch.from_numpy(w.astype(np.int64))
+        return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+    def epochs(self, tokens_consumed: int) -> float:
+        """Passes over the unique training data that tokens_consumed amounts to (> 1: data repeats)."""
+        return tokens_consumed / (self.n_windows * self.seq_len)
+
+
+def val_batches(
+    tokens: np.ndarray, seq_len: int, batch_size: int, max_tokens: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A fixed evaluation set: the first max_tokens targets of the val stream (or all of it), in
+    windows as in Batches, in stream order. The last batch may hold fewer rows."""
+    n = (min(len(tokens), max_tokens + 1) - 1) // seq_len
+    if n == 0:
+        raise DataError(
+            f"corpus: too small: {min(len(tokens), max_tokens + 1)} validation tokens < one sequence of "
+            f"{seq_len + 1} (raise max_bytes or val_fraction)"
+        )
+    w = torch.from_numpy(np.asarray(tokens[: n * seq_len + 1]).astype(np.int64))
+    windows = w.unfold(0, seq_len + 1, seq_len)  # (n, T+1), overlapping by the one target token
+    return [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in windows.split(batch_size)]

@@ -1,0 +1,5 @@
+import sys
+
+from tiedsweep.cli import main
+
+sys.exit(main())

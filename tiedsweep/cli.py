@@ -1,0 +1,33 @@
+"""`tiedsweep` command line: each package registers its own subcommands.
+
+tiedattn: model-info, train   orchestrator: run, submit, resume, status, compact, tune
+analysis: fit, report
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from analysis import cli as analysis_cli
+    from orchestrator import cli as orchestrator_cli
+    from tiedattn import cli as tiedattn_cli
+
+    parser = argparse.ArgumentParser(
+        prog="tiedsweep", description="Scaling-law sweeps of tied attention projections on Ray."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (tiedattn_cli, orchestrator_cli, analysis_cli):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
