@@ -15,9 +15,7 @@ from pathlib import Path
 import scipy
 
 # SciPy wheels bundle OpenBLAS next to the package; other builds (system BLAS) are left alone.
-_LIBS = [
-    ctypes.CDLL(str(p)) for p in (Path(scipy.__file__).parent.parent / "scipy.libs").glob("*openblas*.so")
-]
+_LIBS = [ctypes.CDLL(str(p)) for p in (Path(scipy.__file__).parent.parent / "scipy.libs").glob("*openblas*.so")]
 _LIBS = [lib for lib in _LIBS if hasattr(lib, "openblas_set_num_threads_local")]
 
 

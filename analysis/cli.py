@@ -1,9 +1,83 @@
-"""Subcommands of this package (registered by tiedsweep.cli)."""
+"""Subcommands of this package (registered by tiedsweep.cli): fit, report."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from analysis import AnalysisError
+from analysis.fit import Fit, fit_chinchilla
+from analysis.names import display_name
+from analysis.tables import N_KINDS, completed, load_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    fit = sub.add_parser(
+        "fit", help="fit L(N, D) = E + A/N^alpha + B/D^beta per variant, with bootstrap intervals",
+        description="TABLE is a results directory or a CSV/Parquet file with columns N, D, loss "
+        "(optional: variant, seed, C).",
+    )  # fmt: skip
+    fit.add_argument("table", type=Path)
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.add_argument("--n-kind", choices=N_KINDS, default="non_embedding", help="N for results directories")
+    fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(func=_run_fit)
+    report = sub.add_parser("report", help="write report.md and report.html for a results directory")
+    report.add_argument("dir", type=Path)
+    report.add_argument("--out", type=Path, default=None, help="output folder (default DIR/report)")
+    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    report.set_defaults(func=_run_report)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _fit_json(f: Fit) -> dict:
+    return {
+        "variant": f.variant, "law": f.law, "n_points": f.n_points, "n_kind": f.n_kind, **f.params,
+        "intervals": {k: [_finite(lo), _finite(hi)] for k, (lo, hi) in f.intervals.items()},
+    }  # fmt: skip
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    try:
+        cols = load_table(args.table, args.n_kind)
+        n_kind = args.n_kind if args.table.is_dir() else "table"
+        cols, excluded = completed(cols)
+        fits = []
+        for v in sorted(set(cols["variant"].tolist())):
+            at = cols["variant"] == v
+            N, D, loss = cols["N"][at], cols["D"][at], cols["loss"][at]
+            fits.append(fit_chinchilla(N, D, loss, variant=v, n_kind=n_kind, n_boot=args.n_boot, seed=args.seed))
+    except AnalysisError as err:
+        print(f"tiedsweep fit: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"table": str(args.table), "left_out": excluded, "fits": [_fit_json(f) for f in fits]}))
+        return 0
+    print(f"L(N, D) = E + A/N^alpha + B/D^beta, N = {n_kind}; 95% bootstrap intervals ({args.n_boot} resamples)")
+    if excluded:
+        print("left out: " + ", ".join(f"{n} {status}" for status, n in sorted(excluded.items())))
+    for f in fits:
+        cells = ", ".join(f"{k}={v:.4g} [{lo:.4g}, {hi:.4g}]" for (k, v), (lo, hi) in zip(
+            f.params.items(), f.intervals.values(), strict=True))  # fmt: skip
+        print(f"{display_name(f.variant)} ({f.n_points} points): {cells}")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report  # matplotlib only when a report is made
+
+    try:
+        out = write_report(args.dir, args.out, n_boot=args.n_boot)
+    except AnalysisError as err:
+        print(f"tiedsweep report: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(out["verdicts"]))
+    print(f"wrote {out['markdown']} and {out['html']}")
+    return 0

@@ -50,7 +50,7 @@ class Fit:
     params: dict[str, float]
     samples: np.ndarray
     n_points: int
-    n_kind: str  # which parameter count N is ("non_embedding", "total", or a table's "N")
+    n_kind: str  # which parameter count N is: "non_embedding", "total", or "table" (as given)
 
     @property
     def intervals(self) -> dict[str, tuple[float, float]]:
@@ -224,7 +224,7 @@ def _chinchilla_design(
 
 
 def fit_chinchilla(
-    N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, variant: str = "all", n_kind: str = "N",
+    N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, variant: str = "all", n_kind: str = "table",
     n_boot: int = 1000, seed: int = 0,
 ) -> Fit:  # fmt: skip
     """Fit L(N, D) = E + A / N**alpha + B / D**beta by Huber loss on log L (Hoffmann et al. 2022).
@@ -243,7 +243,7 @@ def fit_chinchilla(
 
 def fit_joint(
     N: ArrayLike, D: ArrayLike, loss: ArrayLike, variant: ArrayLike, *,
-    shared: Sequence[str] = ("E", "alpha"), n_kind: str = "N", n_boot: int = 1000, seed: int = 0,
+    shared: Sequence[str] = ("E", "alpha"), n_kind: str = "table", n_boot: int = 1000, seed: int = 0,
 ) -> JointFit:  # fmt: skip
     """Fit the Chinchilla surface to all variants at once, `shared` parameters common to all and the
     others per variant, so that differences (e.g. in beta) get intervals from one bootstrap.
@@ -292,18 +292,14 @@ def fit_overtraining(
     index = np.arange(len(OVERTRAINING))[None]
     rows = np.broadcast_to(index, (C.size, len(OVERTRAINING)))
     x = np.stack([np.log(C) - np.log(M), np.log(C) + np.log(M), np.zeros_like(C)], axis=1)
-    d = _Design(
-        rows[:, [1, 2, 0]], rows[:, [3, 3, 3]], x, np.log(loss), np.zeros(C.size, int), index, OVERTRAINING
-    )
+    d = _Design(rows[:, [1, 2, 0]], rows[:, [3, 3, 3]], x, np.log(loss), np.zeros(C.size, int), index, OVERTRAINING)
     theta = _fit_theta(d, _grid_starts(d))
     samples = _natural(_bootstrap(d, theta, n_boot, seed), d, 0)
     params = dict(zip(OVERTRAINING, _natural(theta, d, 0).tolist(), strict=True))
     return Fit("overtraining", variant, params, samples, C.size, "")
 
 
-def holdout(
-    N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, C: ArrayLike | None = None, frac: float = 0.2
-) -> HoldOut:
+def holdout(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, C: ArrayLike | None = None, frac: float = 0.2) -> HoldOut:
     """Fit the Chinchilla surface on all but the largest-compute cells (at least `frac` of the points;
     C = 6 N D unless given) and return the relative error of its predictions on the held-out cells."""
     N, D, loss = _as_arrays("holdout", len(CHINCHILLA) + 2, N=N, D=D, loss=loss)

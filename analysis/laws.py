@@ -53,9 +53,7 @@ def chinchilla_optimal(
     return chinchilla(N, half / N, E, A, B, alpha, beta)
 
 
-def overtraining(
-    C: ArrayLike, M: ArrayLike, E: ArrayLike, a: ArrayLike, b: ArrayLike, eta: ArrayLike
-) -> np.ndarray:
+def overtraining(C: ArrayLike, M: ArrayLike, E: ArrayLike, a: ArrayLike, b: ArrayLike, eta: ArrayLike) -> np.ndarray:
     """Over-training law (Gadre et al. 2024, eq. 4), C the training FLOPs and M = D / N:
 
     L(C, M) = E + (a * M**eta + b * M**-eta) * C**-eta

@@ -57,6 +57,7 @@ class Verdict:
     delta_beta: tuple[float, float, float]
     conclusion: str
     sentence: str
+    pairs: Pairs
     joint: JointFit | None
     note: str  # why there is no joint fit, if there is none
 
@@ -108,29 +109,45 @@ def gap_slope(p: Pairs, n_boot: int, rng: np.random.Generator) -> tuple[float, f
     return (float(_slope(x, p.gap)), *interval(_slope(x[pick], p.gap[pick])))
 
 
-def _multiplier(fit: Fit, ref: Fit, C: float, M: float, rows: slice) -> np.ndarray:
+def _rows(fit: Fit) -> np.ndarray:
+    """Point estimate then up to _SURFACE_SAMPLES bootstrap rows, one row of law parameters each."""
+    return np.vstack([list(fit.params.values()), fit.samples[:_SURFACE_SAMPLES]])
+
+
+def _multiplier(fit: Fit, ref: Fit, C: float, M: float) -> np.ndarray:
     """k with L_fit(k C, M) = L_ref(C, M) along D = M N, by bisection in log k (inf if unreachable)."""
-    own = np.vstack([list(fit.params.values()), fit.samples[rows]])
-    target = chinchilla_at(C, M, *np.vstack([list(ref.params.values()), ref.samples[rows]])[: len(own)].T)
-    lo, hi = np.full(target.size, -25.0), np.full(target.size, 25.0)
+    own, base = _rows(fit), _rows(ref)
+    n = min(len(own), len(base))
+    target = chinchilla_at(C, M, *base[:n].T)
+    lo, hi = np.full(n, -25.0), np.full(n, 25.0)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        above = chinchilla_at(C * np.exp(mid), M, *own[: target.size].T) > target
+        above = chinchilla_at(C * np.exp(mid), M, *own[:n].T) > target
         lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
-    k = np.exp(0.5 * (lo + hi))
-    return np.where(chinchilla_at(C * np.exp(25.0), M, *own[: target.size].T) > target, np.inf, k)
+    unreachable = chinchilla_at(C * np.exp(25.0), M, *own[:n].T) > target
+    return np.where(unreachable, np.inf, np.exp(0.5 * (lo + hi)))
 
 
-def _surface_gap(fit: Fit, ref: Fit, N: np.ndarray, D: np.ndarray, rows: slice) -> np.ndarray:
-    """Fitted relative gap averaged over cells; row 0 the point estimate, then bootstrap rows."""
-    own = np.vstack([list(fit.params.values()), fit.samples[rows]])[:, :, None]
-    base = np.vstack([list(ref.params.values()), ref.samples[rows]])[:, :, None]
+def _surface_gap(fit: Fit, ref: Fit, N: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """Fitted relative gap at cells (columns of N, D: variant, baseline): (rows of `_rows`, cells)."""
+    own, base = _rows(fit)[:, :, None], _rows(ref)[:, :, None]
     n = min(len(own), len(base))
-    return (
-        chinchilla(N[:, 0], D[:, 0], *own[:n].transpose(1, 0, 2))
-        / chinchilla(N[:, 1], D[:, 1], *base[:n].transpose(1, 0, 2))
-        - 1
-    ).mean(1)
+    law_own = chinchilla(N[:, 0], D[:, 0], *own[:n].transpose(1, 0, 2))
+    return law_own / chinchilla(N[:, 1], D[:, 1], *base[:n].transpose(1, 0, 2)) - 1.0
+
+
+def fitted_gap_curve(v: Verdict, M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fitted relative gap (estimate, low, high) along M for the largest paired shape, each side
+    trained on D = r M N tokens with r its median D / (M N) in the sweep; NaN without a joint fit."""
+    if v.joint is None:
+        return (np.full(M.size, np.nan),) * 3
+    top = v.pairs.N[:, 1] == v.pairs.N[:, 1].max()
+    N = v.pairs.N[top].mean(0)
+    r = np.median(v.pairs.D / (v.pairs.M[:, None] * v.pairs.N), axis=0)
+    D = np.outer(M, r * N)  # (m, 2)
+    curve = _surface_gap(v.joint.fits[v.variant], v.joint.fits[BASELINE], np.broadcast_to(N, D.shape), D)
+    lo, hi = np.array([interval(c) for c in curve[1:].T]).T
+    return curve[0], lo, hi
 
 
 def _triple(values: np.ndarray) -> tuple[float, float, float]:
@@ -170,7 +187,7 @@ def verdict(
     variant: str,
     *,
     baseline: str = BASELINE,
-    n_kind: str = "N",
+    n_kind: str = "table",
     n_boot: int = 1000,
     seed: int = 0,
 ) -> Verdict:
@@ -189,27 +206,27 @@ def verdict(
     except AnalysisError as err:
         note = str(err)
     nan3 = (float("nan"),) * 3
-    rows = slice(0, _SURFACE_SAMPLES)
     gaps = []
     for m in np.unique(p.M):
         at = p.M == m
-        cluster = p.seed[at] if np.unique(p.seed[at]).size > 1 else np.arange(at.sum())
+        # resample seeds where there are enough to resample (3+), otherwise single trials
+        cluster = p.seed[at] if np.unique(p.seed[at]).size > 2 else np.arange(at.sum())
         fitted = multiplier = nan3
         if joint is not None:
             own, ref = joint.fits[variant], joint.fits[baseline]
-            fitted = _triple(_surface_gap(own, ref, p.N[at], p.D[at], rows))
+            fitted = _triple(_surface_gap(own, ref, p.N[at], p.D[at]).mean(axis=1))
             C = float(np.max(6.0 * p.N[at, 1] * p.D[at, 1]))  # the baseline's largest cell at this M
-            multiplier = _triple(_multiplier(own, ref, C, float(np.median(p.D[at, 1] / p.N[at, 1])), rows))
+            multiplier = _triple(_multiplier(own, ref, C, float(np.median(p.D[at, 1] / p.N[at, 1]))))
         measured = _mean_gap_interval(p.gap[at], cluster, n_boot, rng)
         gaps.append(Gap(float(m), int(at.sum()), measured, fitted, multiplier))
     slope = gap_slope(p, n_boot, rng)
     delta_beta = joint.difference("beta", variant, baseline) if joint is not None else nan3
     conclusion = _conclusion(slope)
     sentence = _sentence(variant, gaps, slope, delta_beta, conclusion)
-    return Verdict(variant, gaps, slope, delta_beta, conclusion, sentence, joint, note)
+    return Verdict(variant, gaps, slope, delta_beta, conclusion, sentence, p, joint, note)
 
 
-def verdicts(cols: Columns, *, n_kind: str = "N", n_boot: int = 1000, seed: int = 0) -> list[Verdict]:
+def verdicts(cols: Columns, *, n_kind: str = "table", n_boot: int = 1000, seed: int = 0) -> list[Verdict]:
     """A verdict for every variant other than the baseline, from completed trials."""
     found = sorted(set(cols["variant"].tolist()))
     if BASELINE not in found:

@@ -91,19 +91,36 @@ def _write(path: str, lease: Lease) -> None:
     os.replace(tmp, path)
 
 
+def owner_alive(owner: str) -> bool:
+    """False only when the owner is a process on this host that no longer exists (a SIGKILLed
+    driver): its lease is stale now, not ttl_s from now. Owners on other hosts count as alive."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_lease(results_dir: str, sweep: str, trial_id: str) -> Lease | None:
     """The current lease on a trial, or None."""
     return _read(_path(results_dir, sweep, trial_id))
 
 
 def acquire(results_dir: str, sweep: str, trial_id: str, owner: str, ttl_s: float = 60.0) -> bool:
-    """Take the lease if it is free, stale (heartbeat older than ttl_s) or already ours."""
+    """Take the lease if it is free, stale (heartbeat older than ttl_s, or its owner a dead process
+    on this host) or already ours."""
     if ttl_s <= 0:
         raise ValueError(f"ttl_s {ttl_s} <= 0")
     path = _path(results_dir, sweep, trial_id)
     with _locked(os.path.dirname(path)):
         current, now = _read(path), time.time()
-        if current is None or now - current.heartbeat > ttl_s:
+        if current is None or now - current.heartbeat > ttl_s or not owner_alive(current.owner):
             _write(path, Lease(owner, acquired_at=now, heartbeat=now))
             return True
         if current.owner == owner:

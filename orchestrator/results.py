@@ -142,7 +142,7 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def _filesystem(results_dir: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(results_dir: str) -> tuple[pafs.FileSystem, str]:
     if "://" in results_dir:
         return pafs.FileSystem.from_uri(results_dir)
     return pafs.LocalFileSystem(), os.path.abspath(results_dir)
@@ -209,7 +209,7 @@ def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list
             raise ValueError(f"eval row {clash} does not match the trial row {ident}")
     evals = _to_table([{**e, **ident} for e in eval_rows], EVALS_SCHEMA, "eval row")
 
-    filesystem, base = _filesystem(results_dir)
+    filesystem, base = filesystem_for(results_dir)
     name = f"part-{trial_id}-a{attempt}-{uuid.uuid4().hex[:8]}.parquet"
     if evals.num_rows:
         _write_atomic(filesystem, f"{base}/evals/sweep={sweep}", name, evals)
@@ -219,7 +219,7 @@ def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list
 def _scan(
     results_dir: str, table: str, schema: pa.Schema, sweep: str | None, where: pc.Expression | None = None
 ) -> pa.Table:
-    filesystem, base = _filesystem(results_dir)
+    filesystem, base = filesystem_for(results_dir)
     root = f"{base}/{table}"
     source = root if sweep is None else f"{root}/sweep={check_name(sweep, 'sweep')}"
     read_schema = schema.append(_SWEEP)
@@ -297,9 +297,7 @@ def _partition_dirs(filesystem: pafs.FileSystem, root: str, sweep: str | None) -
     return sorted(
         i.path
         for i in infos
-        if i.type == pafs.FileType.Directory
-        and i.base_name.startswith("sweep=")
-        and wanted in (None, i.base_name)
+        if i.type == pafs.FileType.Directory and i.base_name.startswith("sweep=") and wanted in (None, i.base_name)
     )
 
 
@@ -310,7 +308,7 @@ def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, i
     rows visible in between. Temp files older than an hour (crashed writers) are removed too.
     Returns per table: files_before, files_after, rows_before, rows_after, stale_tmp_removed.
     """
-    filesystem, base = _filesystem(results_dir)
+    filesystem, base = filesystem_for(results_dir)
     counts: dict[str, dict[str, int]] = {}
     for table, schema, keys in (("trials", TRIALS_SCHEMA, _TRIAL_KEYS), ("evals", EVALS_SCHEMA, _EVAL_KEYS)):
         c = counts[table] = dict.fromkeys(

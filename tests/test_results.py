@@ -66,9 +66,7 @@ def trial(trial_id: str, attempt: int = 0, status: str = "completed", **extra: o
 
 
 def evals(n: int) -> list[dict]:
-    return [
-        {"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "val_loss": None, "lr": 1e-3} for s in range(n)
-    ]
+    return [{"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "val_loss": None, "lr": 1e-3} for s in range(n)]
 
 
 def part_files(root: Path) -> list[Path]:
@@ -236,8 +234,7 @@ def test_readable_by_pandas_polars_duckdb(tmp_path: Path) -> None:
 
     duckdb = pytest.importorskip("duckdb")
     ((n, sweeps),) = duckdb.sql(
-        f"select count(*), count(distinct sweep) from read_parquet('{d}/trials/*/*.parquet', "
-        "hive_partitioning=true)"
+        f"select count(*), count(distinct sweep) from read_parquet('{d}/trials/*/*.parquet', hive_partitioning=true)"
     ).fetchall()
     assert (n, sweeps) == (3, 2)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tiedattn.accounting import account
+from tiedattn.attention import parse_variant
 from tiedattn.data import Batches, DataConfig, TokenData, prepare_data, val_batches
 from tiedattn.model import GPT, ConfigError, ModelConfig
 
@@ -283,7 +284,7 @@ def train(
     last = state["evals"][-1] if state["evals"] and status == "completed" else None
     summary = {
         "status": status,
-        "variant": mcfg.variant,
+        "variant": parse_variant(mcfg.variant).name,
         **{f: getattr(mcfg, f) for f in ("d_model", "n_layer", "n_head", "vocab_size", "pos", "norm", "bias")},
         "d_ff": mcfg.ff,
         "n_kv_head": acct.n_kv_head,

@@ -1,0 +1,161 @@
+"""`tiedsweep report`: fits, gaps and verdicts of a results directory as report.md and report.html."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from analysis import AnalysisError, plots
+from analysis.fit import CHINCHILLA, OVERTRAINING, Fit, HoldOut, fit_chinchilla, fit_overtraining, holdout
+from analysis.names import display_name
+from analysis.render import Block, Section, markdown, to_html
+from analysis.tables import Columns, completed, load_evals, load_trials
+from analysis.verdict import Verdict, verdicts
+
+TINY_PARAMS = 10_000_000  # below this the models are CPU toys; say so in the report
+
+
+@dataclass(frozen=True)
+class Analysis:
+    trials: Columns  # completed trials with a finite loss
+    excluded: dict[str, int]  # left-out trials by status
+    evals: Columns | None
+    fits: dict[str, Fit]  # per-variant Chinchilla surfaces
+    overtraining: dict[str, Fit]
+    holdouts: dict[str, HoldOut]
+    notes: list[str]  # fits that could not be made, and why
+    verdicts: list[Verdict]
+    n_kind: str
+
+
+def analyse(results_dir: str | Path, *, n_kind: str = "non_embedding", n_boot: int = 1000, seed: int = 0) -> Analysis:
+    """Everything the report shows, from a results directory."""
+    trials, excluded = completed(load_trials(results_dir, n_kind))
+    if trials["loss"].size == 0:
+        raise AnalysisError(f"{results_dir}: no completed trials (left out: {excluded})")
+    fits, over, held, notes = {}, {}, {}, []
+    for v in sorted(set(trials["variant"].tolist())):
+        at = trials["variant"] == v
+        N, D, C, loss = (trials[k][at] for k in ("N", "D", "C", "loss"))
+        for store, make, args in (
+            (fits, fit_chinchilla, dict(N=N, D=D, loss=loss, variant=v, n_kind=n_kind, n_boot=n_boot, seed=seed)),
+            (over, fit_overtraining, dict(C=C, M=D / N, loss=loss, variant=v, n_boot=n_boot, seed=seed)),
+            (held, holdout, dict(N=N, D=D, loss=loss, C=C)),
+        ):
+            try:
+                store[v] = make(**args)
+            except AnalysisError as err:
+                notes.append(f"{display_name(v)}: {err}")
+    found = verdicts(trials, n_kind=n_kind, n_boot=n_boot, seed=seed)
+    notes += [f"{display_name(v.variant)} joint fit: {v.note}" for v in found if v.note]
+    return Analysis(trials, excluded, load_evals(results_dir), fits, over, held, notes, found, n_kind)
+
+
+def _ci(t: tuple[float, float, float], scale: float = 1.0, fmt: str = ".3g") -> str:
+    ci = f" [{scale * t[1]:{fmt}}, {scale * t[2]:{fmt}}]" if np.isfinite(t[1:]).all() else ""
+    return f"{scale * t[0]:{fmt}}{ci}" if np.isfinite(t[0]) else "n/a"
+
+
+def _fit_table(fits: dict[str, Fit], names: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [display_name(v), str(f.n_points), *(_ci((f.params[p], *f.intervals[p]), fmt=".4g") for p in names)]
+        for v, f in sorted(fits.items())
+    ]
+    return (["variant", "cells", *names], rows)
+
+
+def _basis(a: Analysis) -> list[Block]:
+    t = a.trials
+    params, tokens = t["params_total"], t["tokens"]
+    lines = [
+        f"sweeps: {', '.join(sorted(set(t['sweep'].tolist())))}" if "sweep" in t else "sweeps: -",
+        f"{t['loss'].size} completed trials; left out: "
+        + (", ".join(f"{n} {status}" for status, n in sorted(a.excluded.items())) or "none"),
+        f"model sizes: {params.min():,} to {params.max():,} parameters in total "
+        f"({t['params_non_embedding'].min():,} to {t['params_non_embedding'].max():,} non-embedding)",
+        f"training tokens: {tokens.min():,} to {tokens.max():,}; tokens per parameter M: "
+        + ", ".join(f"{m:g}" for m in np.unique(t["M"])),
+        f"seeds: {', '.join(str(s) for s in np.unique(t['seed']))}; fits use N = {a.n_kind} parameters",
+    ]
+    blocks: list[Block] = [lines]
+    if params.max() < TINY_PARAMS:
+        blocks.append(
+            f"Tiny CPU models (largest {params.max():,} parameters, under {TINY_PARAMS:,}): "
+            "not evidence about large models."
+        )
+    return blocks
+
+
+def _gap_tables(a: Analysis) -> list[Block]:
+    blocks: list[Block] = []
+    for v in a.verdicts:
+        blocks.append(f"{display_name(v.variant)} vs QKV (gaps in %, compute multiplier: the variant's compute "
+                      "for the baseline's loss at the baseline's largest cell, over the baseline's)")  # fmt: skip
+        rows = [
+            [f"{g.M:g}", str(g.n_pairs), _ci(g.measured, 100, ".2f"), _ci(g.fitted, 100, ".2f"),
+             _ci(g.compute_multiplier, 1, ".3g")]
+            for g in v.gaps
+        ]  # fmt: skip
+        blocks.append((["M", "pairs", "measured gap", "fitted gap", "compute multiplier"], rows))
+        blocks.append(f"slope per doubling of M: {_ci(v.slope, 100, '+.2f')}%; Δβ: {_ci(v.delta_beta, 1, '+.3f')}")
+    return blocks
+
+
+def _lrs(t: Columns) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for v in sorted(set(t["variant"].tolist())):
+        at = t["variant"] == v
+        rows.append([display_name(v), ", ".join(f"{lr:g}" for lr in np.unique(t["lr"][at]))])
+    return (["variant", "learning rate(s)"], rows)
+
+
+def _figures(a: Analysis) -> dict[str, Figure]:
+    figs = {"frontier": plots.frontier(a.trials, a.fits), "gaps": plots.gaps(a.verdicts)}
+    if a.evals is not None:
+        figs["loss_curves"] = plots.loss_curves(a.evals, a.trials)
+    figs["kv_cache"] = plots.kv_cache(a.trials)
+    if a.fits:
+        figs["residuals"] = plots.residuals(a.trials, a.fits)
+    return figs
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path | None = None, n_boot: int = 1000) -> dict:
+    """Write report.md, report.html and the figures (PNG, SVG) into out_dir (default DIR/report).
+
+    Returns {"markdown": path, "html": path, "figures": [paths], "verdicts": [sentences]}.
+    """
+    a = analyse(results_dir, n_boot=n_boot)
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    pngs, files = [], []
+    for name, fig in _figures(a).items():
+        for ext in ("png", "svg"):
+            fig.savefig(out / f"{name}.{ext}", dpi=100)
+            files.append(out / f"{name}.{ext}")
+        pngs.append(out / f"{name}.png")
+    held = [f"{display_name(v)}: mean |error| {100 * h.mean_abs:.2f}% on {h.rel_error.size} cells with "
+            f"C >= {h.threshold:.3g} (fitted on {h.n_train})" for v, h in sorted(a.holdouts.items())]  # fmt: skip
+    sections: list[Section] = [
+        ("Verdict", [[v.sentence for v in a.verdicts]]),
+        ("What this is based on", _basis(a)),
+        ("Learning rates", [_lrs(a.trials)]),
+        ("Chinchilla fits: L(N, D) = E + A/N^alpha + B/D^beta (95% bootstrap intervals)",
+         [_fit_table(a.fits, CHINCHILLA), "Held-out largest-compute cells:", held or ["none"]]),
+        ("Over-training law: L(C, M) = E + (a M^eta + b M^-eta) C^-eta",
+         [_fit_table(a.overtraining, OVERTRAINING)]),
+        ("Gaps", _gap_tables(a)),
+        ("Notes", [a.notes or ["none"]]),
+        ("Figures", pngs),
+    ]  # fmt: skip
+    title = f"tiedsweep report: {Path(results_dir).resolve().name}"
+    (out / "report.md").write_text(markdown(title, sections))
+    (out / "report.html").write_text(to_html(title, sections))
+    return {
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+        "figures": files,
+        "verdicts": [v.sentence for v in a.verdicts],
+    }

@@ -1,0 +1,248 @@
+"""Scheduling on Ray. The only module that imports ray (zoology's launch.py: ray.remote + ray.wait).
+
+One remote task per trial, with the trial's cpus/gpus as its Ray resources, so a node packs as
+many small trials as it has cores (two 1-thread trials beat one 2-thread trial on 2 cores here).
+The driver keeps at most `max_concurrent` tasks in flight, largest cost first (or smallest), and
+writes each outcome as a Parquet row as soon as it comes back; failures come back as values.
+A task whose worker or node dies is re-run by Ray (max_retries) and resumes from its checkpoint.
+Ctrl-C (or SIGTERM) asks every running trial to checkpoint and stop; they are recorded as
+interrupted and `tiedsweep resume` continues them.
+
+Ray 2.60 enables token authentication by default. The embedded cluster handles it itself. For
+`--address`, the driver must present the cluster's token: Ray reads RAY_AUTH_TOKEN, then
+RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token (`ray get-auth-token` prints or makes it); a cluster
+started with RAY_AUTH_MODE=disabled needs RAY_AUTH_MODE=disabled on the driver too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+
+from orchestrator.execute import Paths, execute
+from orchestrator.lease import LeaseKeeper, leases_supported
+from orchestrator.results import next_attempt, trial_status, write_attempt
+from orchestrator.spec import SweepTrial
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    address: str | None = None  # None: start an embedded local Ray; else "auto", "HOST:6379", "ray://HOST:10001"
+    order: str = "largest"  # "largest" cost (FLOPs) first, so the long poles start early; or "smallest"
+    max_concurrent: int | None = None  # cap on trials in flight; None: as many as the cluster's resources allow
+    max_retries: int = 3  # Ray re-runs of a trial whose worker or node died (each resumes from its checkpoint)
+    retry: frozenset[str] = frozenset({"failed", "interrupted"})  # statuses that are run again
+    lr_override: float | None = None  # new peak lr for re-run diverged trials (recorded in their rows)
+    checkpoint_dir: str | None = None  # default DIR/checkpoints; must be storage every node reaches
+    num_cpus: int | None = None  # embedded Ray only; default: all cores
+    grace_s: float = 120.0  # after Ctrl-C, how long running trials get to checkpoint and report
+    lease_ttl_s: float = 60.0
+    quiet: bool = False
+
+
+class SchedulingError(RuntimeError):
+    """The sweep cannot be scheduled (resources no node has, an unreachable cluster); nothing was submitted."""
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
+    kwargs = {"log_to_driver": False, "runtime_env": {"env_vars": env} if env else None}
+    try:
+        if address is None:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except Exception as e:
+        hint = ""
+        if "auth" in str(e).lower() or "token" in str(e).lower():
+            hint = (" (token authentication: set RAY_AUTH_TOKEN or write ~/.ray/auth_token with the cluster's"
+                    " token, or RAY_AUTH_MODE=disabled on both sides)")  # fmt: skip
+        raise SchedulingError(f"cannot connect to Ray at {address or 'embedded'}: {e}{hint}") from e
+
+
+def check_resources(trials: list[SweepTrial]) -> list[str]:
+    """One line per distinct (cpus, gpus) request that no alive node can satisfy."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    biggest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    errors = []
+    for cpus, gpus in sorted({(st.cpus, st.gpus) for st in trials}):
+        if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+            errors.append(f"resources: a trial needs cpus={cpus:g}, gpus={gpus:g} but no node has that "
+                          f"(largest: CPU {biggest.get('CPU', 0):g}, GPU {biggest.get('GPU', 0):g})")  # fmt: skip
+    return errors
+
+
+@ray.remote
+def _trial_task(st: SweepTrial, attempt: int, paths: Paths, threads: int) -> tuple[dict, list[dict]]:
+    return execute(st, attempt, paths, threads)
+
+
+def select(trials: list[SweepTrial], status: dict[str, str], retry: frozenset[str], order: str) -> list[SweepTrial]:
+    """Trials with no outcome yet or whose latest outcome is in `retry`, ordered by cost."""
+    todo = [st for st in trials if st.trial_id not in status or status[st.trial_id] in retry]
+    return sorted(todo, key=lambda st: (-st.flops if order == "largest" else st.flops, st.trial_id))
+
+
+class _Progress:
+    def __init__(self, total: int, flops_left: float, quiet: bool) -> None:
+        self.total, self.flops_left, self.quiet = total, flops_left, quiet
+        self.counts = {"completed": 0, "failed": 0, "diverged": 0, "interrupted": 0, "skipped": 0}
+        self.start, self.flops_done, self.tokens_per_s, self.last = time.time(), 0.0, 0.0, 0.0
+        self.tty = sys.stderr.isatty()
+
+    def done(self, row: dict, flops: float) -> None:
+        self.counts[row["status"]] += 1
+        self.flops_done += flops
+        self.tokens_per_s = row.get("tokens_per_s") or self.tokens_per_s
+
+    def show(self, running: int, force: bool = False) -> None:
+        now = time.time()
+        if self.quiet or (not force and now - self.last < (0.5 if self.tty else 15.0)):
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = self.flops_done / elapsed if elapsed > 0 else 0.0
+        eta = f"{(self.flops_left - self.flops_done) / rate / 60:.1f} min" if rate > 0 else "?"
+        c = self.counts
+        line = (f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} running, {c['failed']} failed, "
+                f"{c['diverged']} diverged, {c['interrupted']} interrupted | last {self.tokens_per_s:,.0f} tok/s | "
+                f"ETA {eta}")  # fmt: skip
+        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+
+def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: RunOptions, git_sha: str) -> dict:
+    """Run every selected trial of one sweep on Ray; returns counts by outcome."""
+    connect(opts.address, opts.num_cpus)
+    errors = check_resources(trials)
+    if errors:
+        raise SchedulingError("; ".join(errors))
+    ckpt_root = opts.checkpoint_dir or os.path.join(results_dir.removeprefix("file://"), "checkpoints")
+    local = "://" not in results_dir or results_dir.startswith("file://")
+    logs = os.path.join(results_dir.removeprefix("file://"), "logs", sweep) if local else None
+    stop_file = os.path.join(ckpt_root, sweep, ".stop")
+    if os.path.exists(stop_file):
+        os.remove(stop_file)
+
+    status = trial_status(results_dir, sweep)
+    todo = select(trials, status, opts.retry, opts.order)
+    diverged = {st.trial_id for st in todo if status.get(st.trial_id) == "diverged"}
+    progress = _Progress(len(todo), sum(st.flops for st in todo), opts.quiet)
+    cap = opts.max_concurrent or len(todo) or 1
+    in_flight: dict = {}  # ObjectRef -> (SweepTrial, attempt)
+
+    def submit(st: SweepTrial, attempt: int) -> None:
+        workdir = os.path.join(ckpt_root, sweep, st.trial_id)
+        if opts.lr_override is not None and st.trial_id in diverged:  # restart from scratch at the new lr
+            shutil.rmtree(workdir, ignore_errors=True)
+            st = dataclasses.replace(st, trial=dataclasses.replace(
+                st.trial, train=dataclasses.replace(st.trial.train, lr=opts.lr_override)))  # fmt: skip
+        paths = Paths(workdir, os.path.join(logs, f"{st.trial_id}.log") if logs else None, stop_file)
+        ref = _trial_task.options(
+            num_cpus=st.cpus, num_gpus=st.gpus, max_retries=opts.max_retries, retry_exceptions=False,
+            name=f"{sweep}/{st.trial_id}",
+        ).remote(st, attempt, paths, max(1, int(st.cpus)))  # fmt: skip
+        in_flight[ref] = (st, attempt)
+
+    def record(st: SweepTrial, attempt: int, row: dict, evals: list[dict]) -> None:
+        write_attempt(results_dir, sweep, {**row, "git_sha": git_sha}, evals)
+        keeper.release(sweep, st.trial_id)
+        progress.done(row, st.flops)
+
+    def collect(ref) -> None:
+        st, attempt = in_flight.pop(ref)
+        try:
+            row, evals = ray.get(ref)
+        except Exception as e:  # the worker died more than max_retries times, or the task could not run
+            row = {**st.row(), "trial_id": st.trial_id, "attempt": attempt, "status": "failed",
+                   "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+            evals = []
+        record(st, attempt, row, evals)
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops a sweep as Ctrl-C does
+    queue = list(todo)
+    with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:
+        try:
+            while queue or in_flight:
+                batch = []
+                while queue and len(in_flight) + len(batch) < cap:
+                    st = queue.pop(0)
+                    if keeper.acquire(sweep, st.trial_id):
+                        batch.append(st)
+                    else:
+                        progress.counts["skipped"] += 1  # another driver is running it
+                if batch:  # re-read after taking the leases: another driver may have just finished one
+                    status = trial_status(results_dir, sweep)
+                    for st in batch:
+                        if status.get(st.trial_id) == "completed" or (
+                            st.trial_id in status and status[st.trial_id] not in opts.retry
+                        ):
+                            keeper.release(sweep, st.trial_id)
+                            progress.counts["skipped"] += 1
+                        else:
+                            submit(st, next_attempt(results_dir, sweep, st.trial_id))
+                if in_flight:
+                    ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                    for ref in ready:
+                        collect(ref)
+                progress.show(len(in_flight))
+        except KeyboardInterrupt:
+            _interrupt(in_flight, stop_file, opts.grace_s, collect, record)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    progress.show(0, force=True)
+    if not opts.quiet:
+        sys.stderr.write("\n")
+    return dict(progress.counts)
+
+
+def _interrupt(in_flight: dict, stop_file: str, grace_s: float, collect, record) -> None:
+    """Ask running trials to checkpoint and stop; record each as it reports (interrupted)."""
+    sys.stderr.write(f"\ninterrupted: asking {len(in_flight)} running trial(s) to checkpoint (<= {grace_s:.0f} s)\n")
+    os.makedirs(os.path.dirname(stop_file), exist_ok=True)
+    open(stop_file, "w").close()
+    deadline = time.time() + grace_s
+    while in_flight and time.time() < deadline:
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+        for ref in ready:
+            collect(ref)
+    for ref, (st, attempt) in list(in_flight.items()):  # never reported: its last checkpoint stands
+        in_flight.pop(ref)
+        ray.cancel(ref, force=True)
+        record(st, attempt, {**st.row(), "trial_id": st.trial_id, "attempt": attempt, "status": "interrupted",
+                             "error": f"no report within {grace_s:.0f} s of the interrupt"}, [])  # fmt: skip
+    os.remove(stop_file)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+class _NoLeases:
+    """Object-store results: one driver per results directory, no leases (see lease.py)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def acquire(self, sweep: str, trial_id: str) -> bool:
+        return True
+
+    def release(self, sweep: str, trial_id: str) -> None:
+        return None
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

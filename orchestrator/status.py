@@ -1,0 +1,69 @@
+"""`tiedsweep status`: where a sweep stands, from its manifest, results and leases."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from orchestrator.lease import leases_supported, read_lease
+from orchestrator.manifest import read_manifest, sweeps_in
+from orchestrator.results import read_trials
+
+STATUSES = ("completed", "running", "pending", "failed", "diverged", "interrupted")
+
+
+def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
+    """{sweep: {"by_cell": {variant: {size: {status: n}}}, "totals", "tokens_done", "tokens_left", "eta_s"}}.
+
+    ETA = FLOPs left / the FLOP rate completed trials achieved per trial, divided by the number of
+    trials running now (at least 1): a rough figure, stated as such.
+    """
+    names = [sweep] if sweep else sweeps_in(results_dir)
+    if not names:
+        raise FileNotFoundError(f"{results_dir}: no sweep manifest found")
+    out = {}
+    for name in names:
+        _, trials = read_manifest(results_dir, name)
+        table = read_trials(results_dir, name).to_pylist()
+        rows = {r["trial_id"]: r for r in table}
+        by_cell: dict = defaultdict(lambda: defaultdict(Counter))
+        totals: Counter = Counter()
+        tokens_done = tokens_left = flops_left = 0.0
+        for st in trials:
+            row = rows.get(st.trial_id)
+            state = row["status"] if row else "pending"
+            if state != "completed" and leases_supported(results_dir):
+                lease = read_lease(results_dir, name, st.trial_id)
+                state = "running" if lease is not None else state
+            m = st.trial.model
+            by_cell[st.row()["variant"]][f"d{m.d_model}l{m.n_layer}h{m.n_head}"][state] += 1
+            totals[state] += 1
+            if state == "completed":
+                tokens_done += row["tokens"] or 0
+            else:
+                tokens_left += st.trial.train.tokens
+                flops_left += st.flops
+        done = [r for r in table if r["status"] == "completed" and r.get("wall_s")]
+        rate = sum(r["flops"] for r in done) / sum(r["wall_s"] for r in done) if done else None
+        eta = flops_left / rate / max(1, totals["running"]) if rate else None
+        out[name] = {
+            "trials": len(trials),
+            "totals": {s: totals[s] for s in STATUSES if totals[s]},
+            "by_cell": {v: {size: dict(c) for size, c in sizes.items()} for v, sizes in by_cell.items()},
+            "tokens_done": int(tokens_done),
+            "tokens_left": int(tokens_left),
+            "eta_s": eta,
+        }
+    return out
+
+
+def format_status(report: dict) -> str:
+    lines = []
+    for name, s in report.items():
+        totals = ", ".join(f"{n} {k}" for k, n in s["totals"].items())
+        eta = f"{s['eta_s'] / 60:.1f} min (rough)" if s["eta_s"] is not None else "? (no completed trial yet)"
+        lines.append(f"{name}: {s['trials']} trials: {totals}")
+        lines.append(f"  tokens done {s['tokens_done']:,}, left {s['tokens_left']:,}; ETA {eta}")
+        for variant, sizes in s["by_cell"].items():
+            cells = "  ".join(f"{size}: " + "/".join(f"{n} {k}" for k, n in c.items()) for size, c in sizes.items())
+            lines.append(f"  {variant:>14}  {cells}")
+    return "\n".join(lines)
