@@ -144,7 +144,7 @@ def _minimize(d: _Design, theta0: np.ndarray, w: np.ndarray) -> tuple[np.ndarray
     theta0 = np.clip(theta0, [b[0] for b in bounds], [b[1] for b in bounds])
     res = minimize(
         _objective, theta0, args=(d, w), jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+        options={"maxiter": 2000, "ftol": 1e-10, "gtol": 1e-7},
     )  # fmt: skip
     return res.x, float(res.fun)
 
@@ -203,6 +203,11 @@ def _as_arrays(law: str, n_min: int, **columns: ArrayLike) -> list[np.ndarray]:
     return arrays
 
 
+def _multiplier(N: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """D / N to 3 significant digits: at a single M the N and D terms cannot be told apart."""
+    return np.array([float(f"{m:.3g}") for m in D / N])
+
+
 def _distinct(law: str, **columns: np.ndarray) -> None:
     for name, a in columns.items():
         if np.unique(a).size < 2:
@@ -233,7 +238,7 @@ def fit_chinchilla(
     refits on resampled trials, each warm-started from the full-data optimum.
     """
     N, D, loss = _as_arrays("chinchilla", len(CHINCHILLA) + 1, N=N, D=D, loss=loss)
-    _distinct("chinchilla", N=N, D=D)
+    _distinct("chinchilla", N=N, D=D, M=_multiplier(N, D))
     d = _chinchilla_design(N, D, loss, np.zeros(N.size, dtype=int), 1, ())
     theta = _fit_theta(d, _grid_starts(d))
     samples = _natural(_bootstrap(d, theta, n_boot, seed), d, 0)
@@ -261,7 +266,7 @@ def fit_joint(
     for v, name in enumerate(names):
         mask = codes == v
         _as_arrays(f"joint ({name})", len(CHINCHILLA) + 1, N=N[mask])
-        _distinct(f"joint ({name})", N=N[mask], D=D[mask])
+        _distinct(f"joint ({name})", N=N[mask], D=D[mask], M=_multiplier(N[mask], D[mask]))
         single = _chinchilla_design(N[mask], D[mask], loss[mask], np.zeros(mask.sum(), dtype=int), 1, ())
         np.add.at(theta0, d.index[v], _fit_theta(single, _grid_starts(single)))
     counts = np.bincount(d.index.ravel(), minlength=d.n_theta)

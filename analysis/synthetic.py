@@ -14,8 +14,9 @@ from analysis.tables import Columns
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al. 2022
 VOCAB = 256
-# attention + MLP weights per layer in units of d_model**2; tied K=V drops one of Q, K, V
-_WEIGHTS_PER_LAYER = {"baseline": 12, "tied_kv": 11, "tied_qk": 11, "tied_qkv": 10}
+# every variant gets the baseline's 12 d_model**2 weights per layer, so that the planted gap is the
+# whole gap; tying K=V halves the KV cache
+_KV_FACTOR = {"tied_kv": 0.5, "tied_qkv": 0.5}
 
 
 def synthetic_trials(
@@ -30,7 +31,7 @@ def synthetic_trials(
     rows: list[dict] = []
     for variant, (g0, g1) in {"baseline": (0.0, 0.0), **gaps}.items():
         for d, m, s in np.array(np.meshgrid(d_models, multipliers, seeds, indexing="ij")).reshape(3, -1).T:
-            n_non = _WEIGHTS_PER_LAYER.get(variant, 12) * n_layer * int(d) ** 2
+            n_non = 12 * n_layer * int(d) ** 2
             tokens = int(m * n_non)
             gap = g0 + g1 * np.log2(m / min(multipliers))
             loss = chinchilla(n_non, tokens, **truth) * (1 + gap) * np.exp(noise * gen.standard_normal())
@@ -51,7 +52,7 @@ def synthetic_trials(
                     params_non_embedding=n_non,
                     tokens=tokens,
                     flops=6.0 * n_non * tokens,
-                    kv_bytes_per_token=4 * n_layer * int(d),
+                    kv_bytes_per_token=int(4 * n_layer * int(d) * _KV_FACTOR.get(variant, 1.0)),
                     final_val_loss=float(loss),
                     final_train_loss=float(loss) - 0.01,
                     epochs=1.0,

@@ -37,9 +37,15 @@ def _run_options(args: argparse.Namespace, **extra):
     from orchestrator.runner import RunOptions
 
     return RunOptions(
-        address=args.address, order=args.order, max_concurrent=args.max_concurrent, max_retries=args.max_retries,
-        checkpoint_dir=args.checkpoint_dir, num_cpus=args.num_cpus, quiet=args.quiet, **extra,
-    )  # fmt: skip
+        address=args.address,
+        order=args.order,
+        max_concurrent=args.max_concurrent,
+        max_retries=args.max_retries,
+        checkpoint_dir=args.checkpoint_dir,
+        num_cpus=args.num_cpus,
+        quiet=args.quiet,
+        **extra,
+    )
 
 
 def _execute(sweep_name: str, trials: list, results: str, opts) -> int:
@@ -49,8 +55,11 @@ def _execute(sweep_name: str, trials: list, results: str, opts) -> int:
         counts = run_trials(sweep_name, trials, results, opts, git_sha())
     except SchedulingError as e:
         return _fail(str(e))
-    print(f"{sweep_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) if any(counts.values())
-          else f"{sweep_name}: nothing to run (every trial already has a result)")  # fmt: skip
+    print(
+        f"{sweep_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        if any(counts.values())
+        else f"{sweep_name}: nothing to run (every trial already has a result)"
+    )
     return 0 if counts["failed"] + counts["diverged"] + counts["interrupted"] == 0 else 1
 
 
@@ -97,8 +106,9 @@ def resume_cmd(args: argparse.Namespace) -> int:
             _, trials = read_manifest(args.results, name)
         except FileNotFoundError:
             return _fail(f"{args.results}: no manifest for sweep '{name}'")
-        worst = max(worst, _execute(name, trials, args.results,
-                                    _run_options(args, retry=frozenset(retry), lr_override=args.lr)))  # fmt: skip
+        worst = max(
+            worst, _execute(name, trials, args.results, _run_options(args, retry=frozenset(retry), lr_override=args.lr))
+        )
     return worst
 
 
@@ -111,22 +121,43 @@ def submit_cmd(args: argparse.Namespace) -> int:
     except SpecError as e:
         return _fail(str(e))
     if "://" not in args.results and not os.path.isabs(args.results):
-        return _fail(f"--results: '{args.results}' must be an absolute shared path or a URI (s3://, gs://) "
-                     "that every node of the cluster reaches")  # fmt: skip
+        return _fail(
+            f"--results: '{args.results}' must be an absolute shared path or a URI (s3://, gs://) "
+            "that every node of the cluster reaches"
+        )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = os.path.relpath(os.path.abspath(args.spec), root)
     if spec.startswith(".."):
         return _fail(f"{args.spec}: the spec must live inside {root} (it is uploaded as the job's working_dir)")
-    entry = [sys.executable if args.python is None else args.python, "-m", "tiedsweep", "run", spec,
-             "--results", args.results, "--address", "auto", "--order", args.order, "--max-retries",
-             str(args.max_retries)] + (["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else [])  # fmt: skip
+    entry = [
+        sys.executable if args.python is None else args.python,
+        "-m",
+        "tiedsweep",
+        "run",
+        spec,
+        "--results",
+        args.results,
+        "--address",
+        "auto",
+        "--order",
+        args.order,
+        "--max-retries",
+        str(args.max_retries),
+    ] + (["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else [])
     env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
-    runtime_env = {"working_dir": root, "excludes": [".venv", ".git", "results", "*.pt", "__pycache__"],
-                   "env_vars": env}  # fmt: skip
+    runtime_env = {
+        "working_dir": root,
+        "excludes": [".venv", ".git", "results", "*.pt", "__pycache__"],
+        "env_vars": env,
+    }
     try:
         client = JobSubmissionClient(args.address)
-        job = client.submit_job(entrypoint=" ".join(entry), runtime_env=runtime_env,
-                                submission_id=args.job_id, metadata={"sweep": sweep.name})  # fmt: skip
+        job = client.submit_job(
+            entrypoint=" ".join(entry),
+            runtime_env=runtime_env,
+            submission_id=args.job_id,
+            metadata={"sweep": sweep.name},
+        )
     except Exception as e:
         return _fail(f"--address {args.address}: cannot submit: {e} (token auth: see README)")
     print(f"submitted job {job} ({sweep.name}, {len(sweep.trials)} trials) to {args.address}")
@@ -140,7 +171,7 @@ def submit_cmd(args: argparse.Namespace) -> int:
 
 
 def status_cmd(args: argparse.Namespace) -> int:
-    from orchestrator.status import sweep_status, format_status
+    from orchestrator.status import format_status, sweep_status
 
     try:
         report = sweep_status(args.results, args.sweep)
@@ -174,8 +205,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
     p.add_argument("--dry-run", action="store_true", help="print the trial table and total compute; run nothing")
-    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=False,
-                   help="fit, plot and write the report when the sweep is done")  # fmt: skip
+    p.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fit, plot and write the report when the sweep is done",
+    )
     _common(p)
     p.set_defaults(func=run_cmd)
 

@@ -55,7 +55,7 @@ def _logger(path: str | None, every_s: float = 10.0):
     if path is None:
         return None, lambda message: None, None
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    log = open(path, "a", buffering=1)  # noqa: SIM115  (closed by execute)
+    log = open(path, "a", buffering=1)
     last = [0.0]
 
     def write(message: str) -> None:

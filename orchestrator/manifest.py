@@ -41,7 +41,9 @@ def write_manifest(results_dir: str, sweep: Sweep, spec_text: str) -> None:
 def _trial(d: dict) -> SweepTrial:
     t = d["trial"]
     train = {**t["train"], "save_at_steps": tuple(t["train"]["save_at_steps"])}
-    trial = Trial(ModelConfig(**t["model"]), TrainConfig(**train), DataConfig(**t["data"]), t["workdir"], t["init_from"])
+    trial = Trial(
+        ModelConfig(**t["model"]), TrainConfig(**train), DataConfig(**t["data"]), t["workdir"], t["init_from"]
+    )
     return SweepTrial(**{**d, "trial": trial})
 
 

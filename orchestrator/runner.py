@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -64,8 +65,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     except Exception as e:
         hint = ""
         if "auth" in str(e).lower() or "token" in str(e).lower():
-            hint = (" (token authentication: set RAY_AUTH_TOKEN or write ~/.ray/auth_token with the cluster's"
-                    " token, or RAY_AUTH_MODE=disabled on both sides)")  # fmt: skip
+            hint = (
+                " (token authentication: set RAY_AUTH_TOKEN or write ~/.ray/auth_token with the cluster's"
+                " token, or RAY_AUTH_MODE=disabled on both sides)"
+            )
         raise SchedulingError(f"cannot connect to Ray at {address or 'embedded'}: {e}{hint}") from e
 
 
@@ -76,8 +79,10 @@ def check_resources(trials: list[SweepTrial]) -> list[str]:
     errors = []
     for cpus, gpus in sorted({(st.cpus, st.gpus) for st in trials}):
         if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
-            errors.append(f"resources: a trial needs cpus={cpus:g}, gpus={gpus:g} but no node has that "
-                          f"(largest: CPU {biggest.get('CPU', 0):g}, GPU {biggest.get('GPU', 0):g})")  # fmt: skip
+            errors.append(
+                f"resources: a trial needs cpus={cpus:g}, gpus={gpus:g} but no node has that "
+                f"(largest: CPU {biggest.get('CPU', 0):g}, GPU {biggest.get('GPU', 0):g})"
+            )
     return errors
 
 
@@ -113,9 +118,11 @@ class _Progress:
         rate = self.flops_done / elapsed if elapsed > 0 else 0.0
         eta = f"{(self.flops_left - self.flops_done) / rate / 60:.1f} min" if rate > 0 else "?"
         c = self.counts
-        line = (f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} running, {c['failed']} failed, "
-                f"{c['diverged']} diverged, {c['interrupted']} interrupted | last {self.tokens_per_s:,.0f} tok/s | "
-                f"ETA {eta}")  # fmt: skip
+        line = (
+            f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} running, {c['failed']} failed, "
+            f"{c['diverged']} diverged, {c['interrupted']} interrupted | last {self.tokens_per_s:,.0f} tok/s | "
+            f"ETA {eta}"
+        )
         sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         sys.stderr.flush()
 
@@ -144,13 +151,17 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
         workdir = os.path.join(ckpt_root, sweep, st.trial_id)
         if opts.lr_override is not None and st.trial_id in diverged:  # restart from scratch at the new lr
             shutil.rmtree(workdir, ignore_errors=True)
-            st = dataclasses.replace(st, trial=dataclasses.replace(
-                st.trial, train=dataclasses.replace(st.trial.train, lr=opts.lr_override)))  # fmt: skip
+            st = dataclasses.replace(
+                st, trial=dataclasses.replace(st.trial, train=dataclasses.replace(st.trial.train, lr=opts.lr_override))
+            )
         paths = Paths(workdir, os.path.join(logs, f"{st.trial_id}.log") if logs else None, stop_file)
         ref = _trial_task.options(
-            num_cpus=st.cpus, num_gpus=st.gpus, max_retries=opts.max_retries, retry_exceptions=False,
+            num_cpus=st.cpus,
+            num_gpus=st.gpus,
+            max_retries=opts.max_retries,
+            retry_exceptions=False,
             name=f"{sweep}/{st.trial_id}",
-        ).remote(st, attempt, paths, max(1, int(st.cpus)))  # fmt: skip
+        ).remote(st, attempt, paths, max(1, int(st.cpus)))
         in_flight[ref] = (st, attempt)
 
     def record(st: SweepTrial, attempt: int, row: dict, evals: list[dict]) -> None:
@@ -163,12 +174,18 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
         try:
             row, evals = ray.get(ref)
         except Exception as e:  # the worker died more than max_retries times, or the task could not run
-            row = {**st.row(), "trial_id": st.trial_id, "attempt": attempt, "status": "failed",
-                   "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+            row = {
+                **st.row(),
+                "trial_id": st.trial_id,
+                "attempt": attempt,
+                "status": "failed",
+                "error": f"{type(e).__name__}: {e}",
+            }
             evals = []
         record(st, attempt, row, evals)
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops a sweep as Ctrl-C does
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM acts as Ctrl-C
     queue = list(todo)
     with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:
         try:
@@ -198,7 +215,8 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
         except KeyboardInterrupt:
             _interrupt(in_flight, stop_file, opts.grace_s, collect, record)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if main:
+                signal.signal(signal.SIGTERM, previous)
     progress.show(0, force=True)
     if not opts.quiet:
         sys.stderr.write("\n")
@@ -218,8 +236,18 @@ def _interrupt(in_flight: dict, stop_file: str, grace_s: float, collect, record)
     for ref, (st, attempt) in list(in_flight.items()):  # never reported: its last checkpoint stands
         in_flight.pop(ref)
         ray.cancel(ref, force=True)
-        record(st, attempt, {**st.row(), "trial_id": st.trial_id, "attempt": attempt, "status": "interrupted",
-                             "error": f"no report within {grace_s:.0f} s of the interrupt"}, [])  # fmt: skip
+        record(
+            st,
+            attempt,
+            {
+                **st.row(),
+                "trial_id": st.trial_id,
+                "attempt": attempt,
+                "status": "interrupted",
+                "error": f"no report within {grace_s:.0f} s of the interrupt",
+            },
+            [],
+        )
     os.remove(stop_file)
 
 

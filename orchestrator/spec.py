@@ -81,20 +81,14 @@ class SweepTrial:
 
     def row(self) -> dict:
         """The config columns of this trial's results row (orchestrator.results.TRIALS_SCHEMA)."""
-        m, t, d = self.trial.model, self.trial.train, self.trial.data
-        return {
-            **{f: getattr(m, f) for f in ("variant", "d_model", "n_layer", "n_head")},
-            "d_ff": m.ff,
-            "n_kv_head": parse_variant(m.variant).n_kv_head(m.n_head),
-            **{f: getattr(m, f) for f in ("vocab_size",)},
-            "seq_len": t.seq_len or m.seq_len,
-            **{f: getattr(m, f) for f in ("pos", "norm", "bias", "tie_embeddings")},
-            **{f: getattr(t, f) for f in ("batch_size", "lr", "schedule", "warmup_frac", "cooldown_frac")},
-            **{f: getattr(t, f) for f in ("cooldown_shape", "weight_decay", "seed")},
-            **{f: getattr(self, f) for f in ("tokens_per_param", "tokens_basis", "n_basis", "match")},
-            "corpus": d.corpus,
-            "corpus_fingerprint": self.corpus_fingerprint,
-        }
+        m, t = self.trial.model, self.trial.train
+        row = {f: getattr(m, f) for f in ("variant", "d_model", "n_layer", "n_head", "vocab_size", "pos", "norm")}
+        row |= {f: getattr(m, f) for f in ("bias", "tie_embeddings")}
+        row |= {f: getattr(t, f) for f in ("batch_size", "lr", "schedule", "warmup_frac", "cooldown_frac", "seed")}
+        row |= {f: getattr(t, f) for f in ("cooldown_shape", "weight_decay")}
+        row |= {f: getattr(self, f) for f in ("tokens_per_param", "tokens_basis", "n_basis", "match")}
+        row |= {"d_ff": m.ff, "n_kv_head": parse_variant(m.variant).n_kv_head(m.n_head), "seq_len": t.seq_len}
+        return row | {"corpus": self.trial.data.corpus, "corpus_fingerprint": self.corpus_fingerprint}
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,10 @@ def _known(errs: _Errors, table: dict, allowed: dict, where: str) -> dict:
         field = f"{where}.{key}" if where else key
         if key not in allowed:
             near = difflib.get_close_matches(key, allowed, n=1)
-            errs.add(field, f"unknown key (did you mean '{near[0]}'?)" if near else f"unknown key (known: {', '.join(allowed)})")
+            errs.add(
+                field,
+                f"unknown key (did you mean '{near[0]}'?)" if near else f"unknown key (known: {', '.join(allowed)})",
+            )
         elif not _type_ok(value, allowed[key]):
             errs.add(field, _bad_type(value, allowed[key]))
         else:
@@ -155,9 +152,9 @@ def _size(errs: _Errors, table: dict, where: str) -> dict | None:
     return size if len(size) == len(table) and all(k in size for k in ("d_model", "n_layer", "n_head")) else None
 
 
-def _axes(errs: _Errors, raw: dict, sec: dict, sizes: dict) -> dict[str, list[tuple[str, object]]]:
+def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tuple[str, object]]]:
     """axis -> [(where the value came from, value)], each value type-checked and canonical."""
-    grid = raw.get("grid", {}) if isinstance(raw.get("grid", {}), dict) else {}
+    grid = top.get("grid", {})
     axes: dict[str, list[tuple[str, object]]] = {}
     for key, values in grid.items():
         if key not in _AXES:
@@ -186,14 +183,16 @@ def _axes(errs: _Errors, raw: dict, sec: dict, sizes: dict) -> dict[str, list[tu
     checked = {}
     for key, values in axes.items():
         seen, out = {}, []
-        for where, v in values:
+        for where, given in values:
             try:
-                v = _canonical(key, v, where, errs, sizes)
+                v = _canonical(key, given, where, errs, sizes)
             except ValueError as e:
                 errs.add(where, str(e).removeprefix("variant: "))
                 continue
             if v is None:
                 continue
+            if key == "size" and isinstance(given, str) and given not in LADDER:
+                where = f"sizes.{given}"  # its fields' errors point at the [sizes] entry
             same = json.dumps(v, sort_keys=True)
             if same in seen:
                 errs.add(where, f"repeats {seen[same]} (the same {key})")
@@ -209,7 +208,8 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
     if key == "size" and isinstance(v, str):
         if v not in sizes:
             near = difflib.get_close_matches(v, sizes, n=1)
-            raise ValueError(f"unknown size '{v}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+            hint = f"did you mean '{near[0]}'?" if near else f"known: {', '.join(sizes)}"
+            raise ValueError(f"unknown size '{v}' ({hint})")
         if sizes[v] is None:  # a bad [sizes] entry, reported there
             raise ValueError(f"size '{v}' is invalid (see sizes.{v})")
         return sizes[v]
@@ -217,6 +217,245 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
         return _size(errs, v, where)  # None: its lines are already added
     if key == "tokens_per_param" and not (v > 0 and math.isfinite(v)):
         raise ValueError(f"must be > 0 (a token budget of tokens_per_param x N), got {v}")
+    if key == "pos" and v not in ("rope", "learned"):
+        raise ValueError(f"must be 'rope' or 'learned', got '{v}'")
     if key == "seed" and v < 0:
         raise ValueError(f"must be >= 0, got {v}")
     return v
+
+
+def _label(size: dict) -> str:
+    return f"d{size['d_model']}l{size['n_layer']}h{size['n_head']}"
+
+
+def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
+    """ModelConfig/TrainConfig checks over every combination of valid axis values, each line
+    pointing at the axis value or section key that the field came from."""
+    model, train = sec["model"], sec["train"]
+    ctx = model.get("seq_len")  # context / position table size; None = each trial's seq_len
+    sizes = []  # a shape that cannot work with any variant gets one line per field, not one per variant
+    for sw, s in axes["size"]:
+        own = [e.split(": ", 1) for e in _model("baseline", s, 1, "learned", sec).errors()]
+        for field, reason in own:
+            if field in s:
+                errs.add(f"{sw}.{field}", reason)
+        sizes += [] if any(field in s for field, _ in own) else [(sw, s)]
+    for (vw, v), (sw, s), (tw, T), (pw, pos) in itertools.product(axes["variant"], sizes, axes["seq_len"], axes["pos"]):
+        where = {"variant": vw, "seq_len": tw, "pos": pw, **{k: f"{sw}.{k}" for k in s}}
+        where["vocab_size"] = "model.vocab_size" if "vocab_size" in model else "data.vocab_size"
+        cfg = _model(v, s, T, pos, sec)
+        for err in cfg.errors():
+            field, reason = err.split(": ", 1)
+            suffix = f" (size {_label(s)})" if field == "variant" else ""
+            errs.add(where.get(field, f"model.{field}"), reason + suffix)
+        if ctx is not None and T > ctx:
+            kind = "learned position table" if pos == "learned" else "model context (rope cache)"
+            errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
+    for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
+        where = {"lr": lw, "schedule": cw}
+        for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": schedule}).errors():
+            field, reason = err.split(": ", 1)
+            errs.add(where.get(field, f"train.{field}"), reason)
+    # Not checked by TrainConfig.errors(), but each would fail (or silently misbehave) mid-run.
+    for key, ok, rule in (
+        ("min_lr_frac", lambda x: 0 <= x <= 1, "in [0, 1]"),
+        ("grad_clip", lambda x: x > 0, "> 0"),
+        ("weight_decay", lambda x: x >= 0, ">= 0"),
+        ("n_evals", lambda x: x >= 1, ">= 1"),
+        ("eval_tokens", lambda x: x >= 1, ">= 1"),
+        ("warmup_tokens", lambda x: x >= 0, ">= 0"),
+    ):
+        if key in train and not ok(train[key]):
+            errs.add(f"train.{key}", f"must be {rule}, got {train[key]}")
+
+
+def _model(variant: str, size: dict, seq_len: int, pos: str, sec: dict) -> ModelConfig:
+    m = sec["model"]
+    kw = {k: m[k] for k in ("d_ff", "norm", "bias", "tie_embeddings", "rope_base") if k in m}
+    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size))
+    return ModelConfig(variant=variant, **{**kw, **size}, vocab_size=vocab, seq_len=m.get("seq_len", seq_len), pos=pos)
+
+
+def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
+    """Checks that touch no file, then (when fingerprint) the corpus itself; its fingerprint or None."""
+    n = len(errs)
+    if d.get("tokenizer", "bpe") == "bpe" and d.get("vocab_size", 257) < 257:
+        errs.add("data.vocab_size", f"must be >= 257 for a BPE (256 bytes + end-of-text), got {d['vocab_size']}")
+    if d.get("max_bytes", 1) <= 0:
+        errs.add("data.max_bytes", f"must be > 0 (or left out for the whole corpus), got {d['max_bytes']}")
+    if not 0 < d.get("val_fraction", 0.02) <= 0.5:
+        errs.add("data.val_fraction", f"must be in (0, 0.5], got {d['val_fraction']}")
+    if not fingerprint or len(errs) > n:
+        return None
+    try:
+        return corpus_fingerprint(DataConfig(**d))
+    except (DataError, OSError) as e:
+        errs.add("data", str(e))  # DataError messages start with their field: "corpus: ..."
+        return None
+
+
+def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
+    """Parse, validate (raising SpecError with every problem) and expand a sweep spec.
+
+    fingerprint=False skips reading the corpus (for specs whose corpus is elsewhere, such as a
+    cluster's FineWeb): ids then hash the data settings instead of the token stream, so they
+    differ from the ids the runner uses, and rows carry corpus_fingerprint None.
+    """
+    errs = _Errors(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise SpecError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError([f"{path}: invalid TOML: {e}"]) from None
+    top = _known(errs, raw, _TOP, "")
+    if "name" not in raw:
+        errs.add("name", 'missing: the sweep\'s name, e.g. name = "demo"')
+    elif "name" in top:
+        try:
+            check_name(top["name"], "name")
+        except ValueError as e:
+            errs.add("name", str(e))
+    sec = {s: _known(errs, top.get(s, {}), keys, s) for s, keys in _SECTIONS.items()}
+    for key, choices in _CHOICES.items():
+        if sec["budget"].get(key, choices[0]) not in choices:
+            errs.add(f"budget.{key}", f"must be {' or '.join(map(repr, choices))}, got {sec['budget'][key]!r}")
+    res = sec["resources"]
+    cpus, gpus = res.get("cpus", 1.0), res.get("gpus", 0.0)
+    if cpus <= 0:
+        errs.add("resources.cpus", f"must be > 0, got {cpus:g}")
+    if gpus < 0:
+        errs.add("resources.gpus", f"must be >= 0 (fractions such as 0.25 share a GPU), got {gpus:g}")
+    flops_per_s = res.get("flops_per_s", GPU_FLOPS_PER_S * gpus if gpus > 0 else CPU_FLOPS_PER_S)
+    if flops_per_s <= 0:
+        errs.add("resources.flops_per_s", f"must be > 0, got {flops_per_s:g}")
+    sizes: dict[str, dict | None] = dict(LADDER)
+    for name, table in top.get("sizes", {}).items():
+        if name in LADDER:
+            errs.add(f"sizes.{name}", "is a built-in size name (orchestrator/ladder.py): pick another")
+        elif not isinstance(table, dict):
+            errs.add(f"sizes.{name}", _bad_type(table, dict))
+        else:
+            sizes[name] = _size(errs, table, f"sizes.{name}")
+    axes = _axes(errs, top, sec, sizes)
+    if all(axes.get(k) for k in ("variant", "size", "seq_len", "pos", "lr", "schedule")):
+        _combination_errors(errs, axes, sec)
+    fp = _data_errors(errs, sec["data"], fingerprint)
+    if errs:
+        raise SpecError(list(errs))
+    data = DataConfig(**sec["data"])
+    budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
+    combos = itertools.product(*(axes[k] for k in _AXES))
+    trials = [_trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus) for combo in combos]
+    seen: dict[str, SweepTrial] = {}
+    for t in trials:
+        if t.trial_id in seen:  # e.g. two size names for one shape
+            errs.add("grid", f"two cells give the same trial {t.trial_id}: remove one")
+        seen[t.trial_id] = t
+    if errs:
+        raise SpecError(list(errs))
+    return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s)
+
+
+def _trial(combo: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, cpus: float, gpus: float):
+    v = {k: x for k, (_, x) in combo.items()}  # axis -> value
+    baseline = _model("baseline", v["size"], v["seq_len"], v["pos"], sec)
+    cfg = dataclasses.replace(baseline, variant=v["variant"])
+    if budget["match"] == "params":
+        cfg = match_params(cfg)
+    cfg = dataclasses.replace(cfg, d_ff=cfg.ff)  # resolved: d_ff unset and d_ff = 4d hash alike
+    acct = account(baseline if budget["tokens_basis"] == "baseline" else cfg)
+    n = acct.params_non_embedding if budget["n_basis"] == "non_embedding" else acct.params_total
+    train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed")}
+    step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * v["seq_len"]
+    tokens = max(1, math.ceil(v["tokens_per_param"] * n / step_tokens)) * step_tokens  # whole steps, as trained
+    tcfg = TrainConfig(
+        tokens=tokens, seq_len=v["seq_len"], lr=v["lr"], schedule=v["schedule"], seed=v["seed"], **train_kw
+    )
+    trial = Trial(cfg, tcfg, data)
+    flops = account(dataclasses.replace(cfg, seq_len=v["seq_len"])).flops_per_token * tokens
+    payload = {
+        "model": dataclasses.asdict(cfg),
+        "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in _RUNTIME},
+        "data": {"fingerprint": fp} if fp else {k: x for k, x in dataclasses.asdict(data).items() if k != "cache_dir"},
+        "budget": {"tokens_per_param": v["tokens_per_param"], **budget},
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    multiplier = f"{v['tokens_per_param']:g}".replace("+", "")  # 1e+06 -> 1e06: ids are path-safe
+    trial_id = f"{cfg.variant}-{_label(v['size'])}-m{multiplier}-s{v['seed']}-{digest}"
+    return SweepTrial(
+        trial_id, trial, v["tokens_per_param"], **budget, cpus=cpus, gpus=gpus, flops=flops, corpus_fingerprint=fp
+    )
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _duration(seconds: float) -> str:
+    for unit, scale in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= scale:
+            return f"{seconds / scale:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def local_slots(sweep: Sweep) -> tuple[int, str]:
+    """Trials this machine runs at once with the sweep's per-trial resources, and why."""
+    if sweep.gpus > 0:
+        n = torch.cuda.device_count()
+        return max(1, int(n / sweep.gpus)), f"{n} GPUs here / {sweep.gpus:g} per trial"
+    n = os.cpu_count() or 1
+    return max(1, int(n / sweep.cpus)), f"{n} CPUs here / {sweep.cpus:g} per trial"
+
+
+def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = None) -> str:
+    """One row per trial, then the sweep's total compute and a line per trial that repeats data.
+
+    train_tokens: the corpus's training tokens (prepare_data(sweep.data).train.size), for epochs;
+    None shows "?". slots: trials run at once (None: what this machine fits). Times are FLOPs /
+    sweep.flops_per_s; wall time packs trials longest-first onto the slots.
+    """
+    header = ("id", "variant", "d/L/H", "N non-emb", "N total", "tokens", "tok/N", "FLOPs", "epochs", "", "est. time")
+    rows, warnings, seconds = [header], [], []
+    for t in sweep.trials:
+        m, tc = t.trial.model, t.trial.train
+        T = tc.seq_len or m.seq_len
+        acct = account(m)
+        epochs = None if train_tokens is None else tc.tokens / max(1, (train_tokens - 1) // T * T)
+        repeats = epochs is not None and epochs > 1
+        seconds.append(t.flops / sweep.flops_per_s)
+        params = (acct.params_non_embedding, acct.params_total, tc.tokens)
+        shape, tpp = f"{m.d_model}/{m.n_layer}/{m.n_head}", f"{t.tokens_per_param:g}"
+        cells = [t.trial_id, parse_variant(m.variant).paper, shape, *map(_si, params), tpp, f"{t.flops:.2e}"]
+        rows.append(
+            (*cells, "?" if epochs is None else f"{epochs:.2f}", "R" if repeats else "", _duration(seconds[-1]))
+        )
+        if repeats:
+            warnings.append(f"warning: {t.trial_id} repeats data: {epochs:.2f} epochs of {train_tokens:,} tokens")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    if slots is None:
+        slots, why = local_slots(sweep)
+    else:
+        why = "given"
+    loads = [0.0] * slots
+    for s in sorted(seconds, reverse=True):  # longest first onto the least-loaded slot
+        heapq.heapreplace(loads, loads[0] + s)
+    t0 = sweep.trials[0]
+    lines += [
+        "",
+        f"sweep {sweep.name}: {len(sweep.trials)} trials; tok/N = tokens / N ({t0.n_basis} params of the "
+        f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)",
+        f"total: {sum(t.flops for t in sweep.trials):.3g} FLOPs, {sum(seconds) / 3600:.3g} trial-hours, "
+        f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})",
+        f"times are estimates: FLOPs / {sweep.flops_per_s:.3g} FLOP/s per trial (set [resources] flops_per_s)",
+        *warnings,
+    ]
+    return "\n".join(lines)

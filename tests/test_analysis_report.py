@@ -1,0 +1,103 @@
+"""Tables, plots, report and CLI on synthetic results directories written in the results schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis import AnalysisError, plots
+from analysis.names import display_name
+from analysis.report import analyse, write_report
+from analysis.synthetic import synthetic_trials, write_results
+from analysis.tables import completed, load_evals, load_table, load_trials
+from tiedsweep.cli import main
+
+TINY = {"d_models": (32, 64, 128), "multipliers": (5, 10, 20, 40), "seeds": (0,)}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Two variants, a growing gap, plus a failed trial, a diverged one and a retried one."""
+    t = synthetic_trials(gaps={"tied_kv": (0.02, 0.01)}, **TINY)
+    extra = {k: v[:3].copy() for k, v in t.items()}
+    extra["trial_id"] = np.array(["failed-1", "diverged-1", t["trial_id"][5]])
+    extra["status"] = np.array(["failed", "diverged", "completed"])
+    extra["final_val_loss"] = np.array([np.nan, np.nan, 99.0])
+    extra["attempt"] = np.array([0, 0, -1])  # an older attempt of trial 5, superseded by attempt 0
+    rows = {k: np.concatenate([t[k], extra[k]]) for k in t}
+    return write_results(tmp_path_factory.mktemp("results"), rows)
+
+
+def test_display_names():
+    assert [display_name(v) for v in ("baseline", "tied_kv", "gqa4", "tied_kv_gqa2", "tied_kv_mqa", "new")] == [
+        "QKV", "Q-K=V", "GQA-4", "Q-GQA-2", "Q-MQA", "new"
+    ]  # fmt: skip
+
+
+def test_results_keep_the_latest_attempt_and_count_the_left_out(results):
+    trials = load_trials(results)
+    assert trials["trial_id"].size == 2 * 12 + 2
+    assert 99.0 not in trials["loss"]
+    ok, excluded = completed(trials)
+    assert excluded == {"diverged": 1, "failed": 1} and ok["loss"].size == 24
+    assert set(trials["sweep"]) == {"synthetic"}
+    assert load_evals(results)["trial_id"].size == 5 * 24
+
+
+def test_generic_table_defaults_and_errors(tmp_path):
+    path = tmp_path / "points.csv"
+    path.write_text("N,D,loss\n1e7,2e8,3.1\n1e8,2e9,2.6\n")
+    cols = load_table(path)
+    assert cols["variant"].tolist() == ["all", "all"]
+    np.testing.assert_allclose(cols["C"], [1.2e16, 1.2e18])
+    (tmp_path / "bad.csv").write_text("N,tokens,loss\n1,2,3\n")
+    with pytest.raises(AnalysisError, match=r"missing column\(s\) \['D'\]"):
+        load_table(tmp_path / "bad.csv")
+    with pytest.raises(AnalysisError, match="no trial results"):
+        load_trials(tmp_path)
+
+
+def test_plots_are_written_and_not_empty(results, tmp_path):
+    a = analyse(results, n_boot=20)
+    figures = {
+        "frontier": plots.frontier(a.trials, a.fits), "gaps": plots.gaps(a.verdicts),
+        "loss_curves": plots.loss_curves(a.evals, a.trials), "kv_cache": plots.kv_cache(a.trials),
+        "residuals": plots.residuals(a.trials, a.fits),
+    }  # fmt: skip
+    for name, fig in figures.items():
+        for ext in ("png", "svg"):
+            fig.savefig(tmp_path / f"{name}.{ext}")
+            assert (tmp_path / f"{name}.{ext}").stat().st_size > 5000
+
+
+def test_report_renders_with_sizes_verdicts_and_learning_rates(results, tmp_path):
+    out = write_report(results, tmp_path / "report", n_boot=30)
+    md, page = out["markdown"].read_text(), out["html"].read_text()
+    assert out["verdicts"][0].startswith("Q-K=V: gap grows from")
+    for text in (md, page):
+        assert "Tiny CPU models" in text and "not evidence about large models" in text
+        assert "1 diverged, 1 failed" in text and "Learning rates" in text and "0.003" in text
+        assert out["verdicts"][0].split(":")[1] in text
+    assert page.count("data:image/png;base64,") == 5 and "<table>" in page
+    assert len(out["figures"]) == 10 and all(p.stat().st_size > 0 for p in out["figures"])
+
+
+def test_cli_fit_json_and_report(results, tmp_path, capsys):
+    assert main(["fit", str(results), "--json", "--n-boot", "20"]) == 0
+    fits = json.loads(capsys.readouterr().out)["fits"]
+    assert [f["variant"] for f in fits] == ["baseline", "tied_kv"]
+    assert {"E", "A", "B", "alpha", "beta"} <= set(fits[0]) and len(fits[0]["intervals"]["beta"]) == 2
+    assert main(["report", str(results), "--out", str(tmp_path), "--n-boot", "10"]) == 0
+    assert "lags more" in capsys.readouterr().out and (tmp_path / "report.html").is_file()
+
+
+def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
+    one = write_results(tmp_path / "one", synthetic_trials(gaps={}, **TINY))
+    assert main(["report", str(one), "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "only one variant" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "nan.csv").write_text("N,D,loss\n" + "\n".join(f"{n},{20 * n},3" for n in range(1, 8)) + "\n1,2,nan\n")
+    assert main(["fit", str(tmp_path / "nan.csv")]) == 2  # the NaN row is left out; one D/N remains
+    assert "distinct values of M" in capsys.readouterr().err

@@ -1,0 +1,225 @@
+"""Sweeps end to end on a real Ray, real Parquet and real training: no-op reruns, grid extension,
+a killed worker, a killed driver, Ctrl-C, a `ray start` cluster, and bad specs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from orchestrator.manifest import read_manifest
+from orchestrator.results import read_trials
+from orchestrator.spec import load_spec
+from tests.conftest import TINY_VOCAB
+from tiedattn.train import train
+from tiedsweep.cli import main
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_spec(
+    path: Path,
+    cache_dir: str,
+    name: str = "t",
+    variants=("QKV", "Q-K=V"),
+    multipliers=(2, 4),
+    train: str = "",
+    seeds=(0,),
+    cpus: float = 1,
+) -> Path:
+    path.write_text(f"""
+name = "{name}"
+[data]
+corpus = "stdlib"
+vocab_size = {TINY_VOCAB}
+max_bytes = 1_500_000
+cache_dir = "{cache_dir}"
+[train]
+batch_size = 8
+n_evals = 3
+eval_tokens = 2048
+{train}
+[resources]
+cpus = {cpus}
+[grid]
+variant = {json.dumps(list(variants))}
+size = [{{ d_model = 32, n_layer = 1, n_head = 4 }}]
+tokens_per_param = {json.dumps(list(multipliers))}
+seq_len = [32]
+seed = {json.dumps(list(seeds))}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray(cache_dir):
+    """One embedded Ray for the in-process tests (the runner reuses an initialized Ray)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"TIEDSWEEP_CACHE": cache_dir}},
+    )
+    yield
+    ray.shutdown()
+
+
+def _rows(results: Path, sweep: str, latest: bool = True) -> list[dict]:
+    return read_trials(str(results), sweep, latest=latest).to_pylist()
+
+
+def test_sweep_runs_once_and_extends(local_ray, cache_dir, tmp_path, capsys):
+    results = tmp_path / "results"
+    spec = write_spec(tmp_path / "s.toml", cache_dir)
+    assert main(["run", str(spec), "--results", str(results), "--quiet"]) == 0
+    rows = _rows(results, "t")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    assert {r["variant"] for r in rows} == {"baseline", "tied_kv"}
+    # Same token stream for a shape: the baseline's N sets every variant's budget.
+    by_m = {}
+    for r in rows:
+        by_m.setdefault(r["tokens_per_param"], set()).add(r["tokens"])
+    assert all(len(tokens) == 1 for tokens in by_m.values())
+    assert all(r["git_sha"] and r["host"] and r["final_val_loss"] > 0 for r in rows)
+    assert (results / "logs" / "t").is_dir() and len(list((results / "logs" / "t").glob("*.log"))) == 4
+
+    capsys.readouterr()
+    assert main(["run", str(spec), "--results", str(results), "--quiet"]) == 0  # a no-op
+    assert "nothing to run" in capsys.readouterr().out
+    assert len(_rows(results, "t", latest=False)) == 4
+
+    write_spec(spec, cache_dir, multipliers=(2, 4, 8))  # one more column of the grid
+    assert main(["run", str(spec), "--results", str(results), "--quiet"]) == 0
+    rows = _rows(results, "t", latest=False)
+    assert len(rows) == 6 and sorted(r["tokens_per_param"] for r in rows).count(8.0) == 2
+
+    capsys.readouterr()
+    assert main(["status", str(results), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["t"]
+    assert status["totals"] == {"completed": 6} and status["tokens_left"] == 0
+
+
+def test_killed_worker_is_retried_and_resumes_exactly(local_ray, cache_dir, tmp_path):
+    results = tmp_path / "results"
+    spec = write_spec(
+        tmp_path / "s.toml",
+        cache_dir,
+        name="kw",
+        variants=("Q-K=V",),
+        multipliers=(60,),
+        train="checkpoint_every_s = 0.2",
+    )
+    sweep = load_spec(str(spec))
+    (st,) = sweep.trials
+    workdir = results / "checkpoints" / "kw" / st.trial_id
+    runner = threading.Thread(target=main, args=(["run", str(spec), "--results", str(results), "--quiet"],))
+    runner.start()
+    deadline = time.time() + 120
+    while not (workdir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # a few more checkpoints: the kill lands mid-training, not at step 0
+    os.kill(int((workdir / "worker.pid").read_text()), signal.SIGKILL)
+    runner.join(timeout=300)
+    (row,) = _rows(results, "kw")
+    assert row["status"] == "completed", row["error"]
+    assert row["resumed_from_step"] and 0 < row["resumed_from_step"] < row["steps"]
+    threads = torch.get_num_threads()
+    try:  # the same trial, never killed, with the worker's thread count
+        whole = train(dataclasses.replace(st.trial, train=dataclasses.replace(st.trial.train, threads=1)))
+    finally:
+        torch.set_num_threads(threads)
+    assert abs(row["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
+
+
+def _driver(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tiedsweep", *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_killed_driver_then_resume_completes_each_trial_once(cache_dir, tmp_path):
+    results = tmp_path / "results"
+    spec = write_spec(
+        tmp_path / "s.toml", cache_dir, name="kd", multipliers=(4, 30), seeds=(0, 1), train="checkpoint_every_s = 0.5"
+    )
+    driver = _driver(["run", str(spec), "--results", str(results), "--num-cpus", "2", "--quiet"])
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((results / "trials").glob("*/*.parquet")):
+        time.sleep(0.2)
+    assert list((results / "trials").glob("*/*.parquet")), driver.communicate()[0]
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the embedded Ray it started, mid-sweep
+    driver.wait()
+    done_before = {r["trial_id"] for r in _rows(results, "kd") if r["status"] == "completed"}
+    assert 0 < len(done_before) < 8
+    out = subprocess.run(
+        [sys.executable, "-m", "tiedsweep", "resume", str(results), "--num-cpus", "2", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = _rows(results, "kd", latest=False)
+    completed = [r["trial_id"] for r in rows if r["status"] == "completed"]
+    assert sorted(completed) == sorted(set(completed)) and len(completed) == 8  # each exactly once
+    assert not any(r["trial_id"] in done_before for r in rows if r["attempt"] > 0)  # finished ones not re-run
+
+
+def test_ctrl_c_checkpoints_and_records_interrupted(cache_dir, tmp_path):
+    results = tmp_path / "results"
+    spec = write_spec(tmp_path / "s.toml", cache_dir, name="cc", variants=("QKV",), multipliers=(200,))
+    driver = _driver(["run", str(spec), "--results", str(results), "--num-cpus", "2"])
+    ckpt = next(iter([results / "checkpoints" / "cc"]))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ckpt.glob("*/checkpoint.pt")):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 1, out
+    (row,) = _rows(results, "cc")
+    assert row["status"] == "interrupted" and row["steps"] > 0, out
+    assert not (ckpt / ".stop").exists()
+    (_, (st,)) = read_manifest(str(results), "cc")
+    assert st.trial_id == row["trial_id"]
+
+
+def test_bad_spec_exit_2_nothing_submitted(tmp_path, cache_dir):
+    spec = write_spec(tmp_path / "bad.toml", cache_dir, variants=("QKV", "Q-K=W"))
+    text = spec.read_text().replace("batch_size = 8", "batch_size = 8\nbatch_sise = 4")
+    spec.write_text(text.replace("tokens_per_param = [2, 4]", "tokens_per_param = [-1]"))
+    out = subprocess.run(
+        [sys.executable, "-m", "tiedsweep", "run", str(spec), "--results", str(tmp_path / "r")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) >= 3 and all(str(spec) in line for line in lines), out.stderr
+    assert any("Q-K=W" in line for line in lines) and any("batch_sise" in line for line in lines)
+    assert any("tokens_per_param" in line for line in lines)
+    assert not (tmp_path / "r").exists()
+
+
+def test_resources_no_node_has(local_ray, cache_dir, tmp_path, capsys):
+    spec = write_spec(tmp_path / "big.toml", cache_dir, cpus=64)
+    assert main(["run", str(spec), "--results", str(tmp_path / "r")]) == 2
+    assert "no node has that" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "trials").exists()

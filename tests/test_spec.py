@@ -1,0 +1,215 @@
+"""Sweep specs: the shipped specs load, ids are stable content hashes, budgets and matching are
+what the spec says, and a bad spec reports every mistake at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestrator.results import TRIALS_SCHEMA
+from orchestrator.spec import SpecError, Sweep, dry_run_table, load_spec
+from tiedattn.accounting import account
+
+SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
+BASE = """
+name = "t"
+[data]
+corpus = "stdlib"
+vocab_size = 512
+max_bytes = 1_500_000
+[grid]
+variant = ["QKV", "Q-K=V", "Q=K=V"]
+size = ["t1", "t2"]
+tokens_per_param = [1, 10]
+"""
+ID = re.compile(r"[a-z0-9_]+-d\d+l\d+h\d+-m[0-9.e-]+-s\d+-[0-9a-f]{8}")
+
+
+def _load(tmp_path: Path, text: str, name: str = "spec.toml", **kw) -> Sweep:
+    path = tmp_path / name
+    path.write_text(text)
+    return load_spec(str(path), **kw)
+
+
+def _errors(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        _load(tmp_path, text)
+    assert str(info.value) == "\n".join(info.value.errors)
+    return info.value.errors
+
+
+def test_demo_spec_loads():
+    sweep = load_spec(str(SWEEPS / "demo.toml"))
+    trials = sweep.trials
+    rows = [t.row() for t in trials]
+    assert len({r["variant"] for r in rows}) >= 4
+    assert len({(r["d_model"], r["n_layer"], r["n_head"]) for r in rows}) >= 3
+    assert len({r["tokens_per_param"] for r in rows}) >= 3
+    assert len({t.trial_id for t in trials}) == len(trials) and all(ID.fullmatch(t.trial_id) for t in trials)
+    required = {f.name for f in TRIALS_SCHEMA if not f.nullable} - {"trial_id", "attempt", "status", "schema_version"}
+    assert set(rows[0]) == required
+    assert all(r["corpus_fingerprint"] and r["corpus"] == "stdlib" for r in rows)
+    assert all(t.trial.workdir is None and t.cpus == 1 and t.gpus == 0 for t in trials)
+    # sized for 2 one-thread CPU trials at a time in ~5 minutes at the slow end of ~3e10 FLOP/s
+    assert sum(t.flops for t in trials) / 3e10 / 2 < 300
+
+
+def test_overtrain_spec_loads_without_its_corpus():
+    sweep = load_spec(str(SWEEPS / "overtrain.toml"), fingerprint=False)
+    rows = [t.row() for t in sweep.trials]
+    assert {r["variant"] for r in rows} == {"baseline", "tied_kv", "tied_qk", "tied_qkv", "gqa4", "tied_kv_gqa4"}
+    n = sorted({account(t.trial.model).params_non_embedding for t in sweep.trials if t.row()["variant"] == "baseline"})
+    assert 9e6 < n[0] < 12e6 and 250e6 < n[-1] < 350e6 and len(n) >= 5
+    assert {r["tokens_per_param"] for r in rows} >= {1.0, 1000.0}
+    assert {r["seq_len"] for r in rows} == {1024} and len({r["seed"] for r in rows}) == 3
+    assert sweep.gpus > 0 and all(r["vocab_size"] == 32768 and r["corpus_fingerprint"] is None for r in rows)
+    with pytest.raises(SpecError, match=r"overtrain.toml: data: corpus: glob .* matches no files"):
+        load_spec(str(SWEEPS / "overtrain.toml"))
+
+
+def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
+    first = [t.trial_id for t in _load(tmp_path, BASE).trials]
+    assert first == [t.trial_id for t in _load(tmp_path, BASE, "again.toml").trials]
+    assert len(first) == 3 * 2 * 2
+    wider = BASE.replace("[1, 10]", "[1, 10, 30]").replace('"t2"]', '"t2", "t3"]')
+    second = [t.trial_id for t in _load(tmp_path, wider).trials]
+    assert set(first) <= set(second) and len(set(second) - set(first)) == 3 * 3 * 3 - 3 * 2 * 2
+    assert all("-m30-" in i or "-d64l2h4-" in i for i in set(second) - set(first))
+    # runtime settings leave ids alone; anything that changes the result changes them all
+    runtime = BASE + "[train]\ncheckpoint_every_s = 5.0\ncompile = true\n"
+    assert [t.trial_id for t in _load(tmp_path, runtime).trials] == first
+    for change in ("[train]\nweight_decay = 0.0\n", "[model]\nnorm = 'rmsnorm'\n"):
+        assert not set(first) & {t.trial_id for t in _load(tmp_path, BASE + change).trials}
+    other_data = BASE.replace("1_500_000", "1_000_000")  # another token stream, another fingerprint
+    assert not set(first) & {t.trial_id for t in _load(tmp_path, other_data).trials}
+
+
+def test_token_budgets_baseline_vs_own(tmp_path):
+    def tokens(text: str) -> dict:
+        sweep = _load(tmp_path, text)
+        return {
+            (t.row()["d_model"], t.tokens_per_param, t.row()["variant"]): t.trial.train.tokens for t in sweep.trials
+        }
+
+    same = tokens(BASE)
+    own = tokens(BASE + '[budget]\ntokens_basis = "own"\n')
+    for (d, tpp, variant), n in same.items():
+        assert n == same[(d, tpp, "baseline")] == own[(d, tpp, "baseline")]
+        if variant != "baseline":
+            assert own[(d, tpp, variant)] < n  # tied variants have fewer params, so fewer tokens
+    sweep = _load(tmp_path, BASE)
+    for t in sweep.trials:  # whole steps, at least tokens_per_param x N of the QKV model of the shape
+        m = t.trial.model
+        n = account(dataclasses.replace(m, variant="baseline")).params_non_embedding
+        step = t.trial.train.batch_size * t.trial.train.seq_len
+        assert t.trial.train.tokens % step == 0 and 0 <= t.trial.train.tokens - t.tokens_per_param * n < step
+        assert t.flops == account(m).flops_per_token * t.trial.train.tokens
+    total = _load(tmp_path, BASE + '[budget]\nn_basis = "total"\n')
+    assert all(t.trial.train.tokens > same[(t.row()["d_model"], t.tokens_per_param, "baseline")] for t in total.trials)
+
+
+def test_match_params_widens_tied_variants(tmp_path):
+    sweep = _load(tmp_path, BASE + '[budget]\nmatch = "params"\n')
+    for t in sweep.trials:
+        m = t.trial.model
+        n_ref = account(dataclasses.replace(m, variant="baseline", d_ff=4 * m.d_model)).params_non_embedding
+        assert abs(account(m).params_non_embedding - n_ref) <= 0.01 * n_ref
+        assert (m.ff > 4 * m.d_model) == (m.variant != "baseline") and t.row()["match"] == "params"
+
+
+def test_every_mistake_is_reported(tmp_path):
+    bad = """
+name = "bad name"
+colour = "red"
+[data]
+corpus = "stdlib"
+vocab_size = 100
+max_bytes = -5
+[model]
+norm = "batchnorm"
+bais = true
+seq_len = 64
+[train]
+batch_size = "16"
+cooldown_shape = "cosine"
+lr = 1e-3
+[budget]
+tokens_basis = "mine"
+[resources]
+cpus = 0
+gpus = -1
+[sizes]
+odd = { d_model = 60, n_layer = 2, n_head = 8 }
+half = { d_model = 64, n_layer = 2 }
+[grid]
+variant = ["QKV", "Q-K=W", "baseline", "GQA-3"]
+size = ["t1", "t9", "odd", "t2x", { d_model = 64, n_layer = 2, n_head = 4, width = 3 }]
+tokens_per_param = [1, 0, -2]
+seq_len = [128]
+pos = ["learned", "alibi"]
+seed = []
+lr = [3e-3]
+schedule = ["cosine", "step"]
+"""
+    errors = _errors(tmp_path, bad)
+    path = str(tmp_path / "spec.toml")
+    expected = [
+        "name: name 'bad name'",
+        "colour: unknown key (known: name, data, model, train, budget, resources, sizes, grid)",
+        "data.vocab_size: must be >= 257",
+        "data.max_bytes: must be > 0",
+        "model.bais: unknown key (did you mean 'bias'?)",
+        "model.norm: must be 'layernorm' or 'rmsnorm', got 'batchnorm'",
+        "train.batch_size: must be an integer, got string '16'",
+        "train.cooldown_shape: must be 'linear' or '1-sqrt', got 'cosine'",
+        "grid.lr: also set in [train]: keep one",
+        "budget.tokens_basis: must be 'baseline' or 'own', got 'mine'",
+        "resources.cpus: must be > 0",
+        "resources.gpus: must be >= 0",
+        "sizes.half.n_head: missing",
+        "sizes.odd.n_head: 8 does not divide d_model 60",
+        "grid.variant[1]: unknown 'Q-K=W'",
+        "grid.variant[2]: repeats grid.variant[0] (the same variant)",
+        "grid.variant[3]: 3 kv heads (gqa3) do not divide n_head 4 (size d32l1h4)",
+        "grid.size[1]: unknown size 't9' (known: t1, t2, t3, t4, 10M,",
+        "grid.size[3]: unknown size 't2x' (did you mean 't2'?)",
+        "grid.size[4].width: unknown key",
+        "grid.tokens_per_param[1]: must be > 0",
+        "grid.tokens_per_param[2]: must be > 0",
+        "grid.seq_len[0]: 128 exceeds the learned position table of 64 (model.seq_len)",
+        "grid.pos[1]: must be 'rope' or 'learned', got 'alibi'",
+        "grid.seed: empty",
+        "grid.schedule[1]: must be 'cosine' or 'wsd', got 'step'",
+    ]
+    for want in expected:
+        assert sum(line.startswith(f"{path}: {want}") for line in errors) == 1, (want, errors)
+    assert len(errors) == len(expected), "\n".join(errors)
+
+
+def test_unreadable_and_invalid_files(tmp_path):
+    missing = str(tmp_path / "nope.toml")
+    with pytest.raises(SpecError, match=rf"^{re.escape(missing)}: cannot read: No such file"):
+        load_spec(missing)
+    errors = _errors(tmp_path, 'name = "x"\n[grid\n')
+    assert len(errors) == 1 and errors[0].startswith(f"{tmp_path / 'spec.toml'}: invalid TOML: ")
+    errors = _errors(tmp_path, "[grid]\nvariant = 'QKV'\nsize = [{d_model = 32}]\n")
+    want = ["name: missing", "grid.variant: must be a list", "grid.tokens_per_param: missing", "grid.size[0].n_layer"]
+    assert all(any(w in line for line in errors) for w in want), errors
+
+
+def test_dry_run_table(tmp_path):
+    sweep = _load(tmp_path, BASE)
+    text = dry_run_table(sweep, train_tokens=100_000, slots=2)
+    rows = [line for line in text.splitlines() if ID.match(line)]
+    assert len(rows) == len(sweep.trials) and all("Q-K=V" in r for r in rows if r.startswith("tied_kv-"))
+    total = sum(t.flops for t in sweep.trials)
+    assert f"total: {total:.3g} FLOPs" in text and "trial-hours" in text and "on 2 parallel slots" in text
+    assert "estimate" in text
+    repeats = [t for t in sweep.trials if t.trial.train.tokens > 100_000]
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert repeats and len(warnings) == len(repeats) and all("repeats data" in w for w in warnings)
+    unknown = dry_run_table(sweep, train_tokens=None)
+    assert "warning" not in unknown and all(line.split()[-3] == "?" for line in unknown.splitlines() if ID.match(line))
