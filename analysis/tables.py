@@ -19,6 +19,8 @@ from analysis.laws import training_flops
 
 Columns = dict[str, np.ndarray]
 N_KINDS = ("non_embedding", "total")
+_TRIAL_COLUMNS = ("trial_id", "attempt", "status", "variant", "seed", "tokens_per_param", "params_total",
+                  "params_non_embedding", "tokens", "flops", "final_val_loss")  # fmt: skip
 
 
 def _to_columns(table: pa.Table) -> Columns:
@@ -58,7 +60,10 @@ def load_trials(directory: str | Path, n_kind: str = "non_embedding") -> Columns
         raise AnalysisError(f"unknown parameter count {n_kind!r}; use one of {N_KINDS}")
     if not path.is_dir() or not any(path.rglob("*.parquet")):
         raise AnalysisError(f"no trial results (Parquet files) under {path}")
-    cols = latest_attempts(_read_dataset(path))
+    cols = _read_dataset(path)
+    if missing := set(_TRIAL_COLUMNS) - set(cols):
+        raise AnalysisError(f"{path}: trials lack column(s) {sorted(missing)}")
+    cols = latest_attempts(cols)
     cols.update(
         N=cols[f"params_{n_kind}"].astype(float),
         D=cols["tokens"].astype(float),

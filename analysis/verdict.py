@@ -99,12 +99,8 @@ def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def gap_slope(p: Pairs, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
     """Slope of the relative gap per doubling of M, with an interval from resampled pairs."""
     x = np.log2(p.M)
-    if p.gap.size < 3 or np.unique(x).size < 2:
-        return (
-            float(_slope(x, p.gap)) if np.unique(x).size > 1 else float("nan"),
-            float("nan"),
-            float("nan"),
-        )
+    if p.gap.size < 3 or np.unique(x).size < 2:  # no slope, or none to resample
+        return (float(_slope(x, p.gap)), float("nan"), float("nan"))
     pick = rng.integers(0, x.size, size=(n_boot, x.size))
     return (float(_slope(x, p.gap)), *interval(_slope(x[pick], p.gap[pick])))
 

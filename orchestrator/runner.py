@@ -55,13 +55,13 @@ class SchedulingError(RuntimeError):
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
-    kwargs = {"log_to_driver": False, "runtime_env": {"env_vars": env} if env else None}
     try:
-        if address is None:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        if address is None:  # workers of the embedded Ray share this machine's token cache
+            env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
+            runtime_env = {"env_vars": env} if env else None
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+        else:  # a cluster's nodes have their own environment (`submit` passes the job's runtime_env)
+            ray.init(address=address, log_to_driver=False)
     except Exception as e:
         hint = ""
         if "auth" in str(e).lower() or "token" in str(e).lower():

@@ -191,12 +191,12 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
                 continue
             if v is None:
                 continue
-            if key == "size" and isinstance(given, str) and given not in LADDER:
-                where = f"sizes.{given}"  # its fields' errors point at the [sizes] entry
             same = json.dumps(v, sort_keys=True)
             if same in seen:
                 errs.add(where, f"repeats {seen[same]} (the same {key})")
             seen[same] = where
+            if key == "size" and isinstance(given, str) and given not in LADDER:
+                where = f"sizes.{given}"  # its fields' errors point at the [sizes] entry
             out.append((where, v))
         checked[key] = out
     return checked
@@ -290,7 +290,8 @@ def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
     try:
         return corpus_fingerprint(DataConfig(**d))
     except (DataError, OSError) as e:
-        errs.add("data", str(e))  # DataError messages start with their field: "corpus: ..."
+        field, reason = str(e).split(": ", 1) if ": " in str(e) else ("corpus", str(e))
+        errs.add(f"data.{field}", reason)  # DataError messages start with their field: "corpus: ..."
         return None
 
 

@@ -223,3 +223,81 @@ def test_resources_no_node_has(local_ray, cache_dir, tmp_path, capsys):
     assert main(["run", str(spec), "--results", str(tmp_path / "r")]) == 2
     assert "no node has that" in capsys.readouterr().err
     assert not (tmp_path / "r" / "trials").exists()
+
+
+@pytest.fixture
+def ray_cluster(cache_dir, tmp_path):
+    """A `ray start --head` cluster on 127.0.0.1 with token auth, stopped by its process group (never `ray stop`)."""
+    import secrets
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    gcs, dashboard = ports
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           # Ray resolves 127.0.0.1 to the host's network address unless this is off: keep it all on loopback.
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "TIEDSWEEP_CACHE": cache_dir}  # fmt: skip
+    ray_bin = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            "--num-cpus=2",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--disable-usage-stats",
+            "--include-dashboard=true",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp_path / "ray.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        probe = (
+            f"from ray.job_submission import JobSubmissionClient as C; C('http://127.0.0.1:{dashboard}').list_jobs()"
+        )
+        deadline = time.time() + 120
+        while subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+            if time.time() > deadline or head.poll() is not None:  # up when the Jobs API answers
+                raise RuntimeError((tmp_path / "ray.log").read_text())
+            time.sleep(1)
+        yield env, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the cluster we started: its whole process group
+        head.wait()
+
+
+def test_ray_start_cluster_run_address_and_submit(ray_cluster, cache_dir, tmp_path):
+    env, gcs, dashboard = ray_cluster
+    results = tmp_path / "results"
+    spec = write_spec(tmp_path / "c.toml", cache_dir, name="cl", multipliers=(2,))
+    # Without the cluster's token the driver is refused, with a hint.
+    bad = subprocess.run([sys.executable, "-m", "tiedsweep", "run", str(spec), "--results", str(results),
+                          "--address", gcs], cwd=ROOT, env={**env, "RAY_AUTH_TOKEN": "wrong"},
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "token" in bad.stderr.lower(), bad.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "tiedsweep", "run", str(spec), "--results", str(results),
+                          "--address", gcs, "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert {r["status"] for r in _rows(results, "cl")} == {"completed"} and len(_rows(results, "cl")) == 2
+
+    # submit: the spec must live in the uploaded working_dir, so put a copy under the repo for the test.
+    spec_in_repo = ROOT / "sweeps" / f"_test_{os.getpid()}.toml"
+    spec_in_repo.write_text(spec.read_text().replace('name = "cl"', 'name = "cl-submit"'))
+    try:
+        out = subprocess.run([sys.executable, "-m", "tiedsweep", "submit", str(spec_in_repo), "--address", dashboard,
+                              "--results", str(results)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=400)  # fmt: skip
+    finally:
+        spec_in_repo.unlink()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "SUCCEEDED" in out.stdout
+    assert {r["status"] for r in _rows(results, "cl-submit")} == {"completed"}

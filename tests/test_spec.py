@@ -53,8 +53,9 @@ def test_demo_spec_loads():
     assert set(rows[0]) == required
     assert all(r["corpus_fingerprint"] and r["corpus"] == "stdlib" for r in rows)
     assert all(t.trial.workdir is None and t.cpus == 1 and t.gpus == 0 for t in trials)
-    # sized for 2 one-thread CPU trials at a time in ~5 minutes at the slow end of ~3e10 FLOP/s
-    assert sum(t.flops for t in trials) / 3e10 / 2 < 300
+    # 2 one-thread trials at a time within ~5 minutes at 3.5e10 FLOP/s (its largest trials, measured
+    # on 2 busy cores)
+    assert sum(t.flops for t in trials) / 3.5e10 / 2 < 300
 
 
 def test_overtrain_spec_loads_without_its_corpus():
@@ -66,7 +67,7 @@ def test_overtrain_spec_loads_without_its_corpus():
     assert {r["tokens_per_param"] for r in rows} >= {1.0, 1000.0}
     assert {r["seq_len"] for r in rows} == {1024} and len({r["seed"] for r in rows}) == 3
     assert sweep.gpus > 0 and all(r["vocab_size"] == 32768 and r["corpus_fingerprint"] is None for r in rows)
-    with pytest.raises(SpecError, match=r"overtrain.toml: data: corpus: glob .* matches no files"):
+    with pytest.raises(SpecError, match=r"overtrain.toml: data.corpus: glob .* matches no files"):
         load_spec(str(SWEEPS / "overtrain.toml"))
 
 
@@ -79,7 +80,8 @@ def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
     assert set(first) <= set(second) and len(set(second) - set(first)) == 3 * 3 * 3 - 3 * 2 * 2
     assert all("-m30-" in i or "-d64l2h4-" in i for i in set(second) - set(first))
     # runtime settings leave ids alone; anything that changes the result changes them all
-    runtime = BASE + "[train]\ncheckpoint_every_s = 5.0\ncompile = true\n"
+    runtime = BASE.replace("[data]\n", "[data]\ncache_dir = 'elsewhere'\n")
+    runtime += "[train]\ncheckpoint_every_s = 5.0\ncompile = true\n"
     assert [t.trial_id for t in _load(tmp_path, runtime).trials] == first
     for change in ("[train]\nweight_decay = 0.0\n", "[model]\nnorm = 'rmsnorm'\n"):
         assert not set(first) & {t.trial_id for t in _load(tmp_path, BASE + change).trials}
