@@ -85,6 +85,7 @@ def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = No
         result = train(trial, stop=_stopper(paths), progress=progress)
         summary = {k: v for k, v in result.summary.items() if k not in ("device", "status")}
         row.update(summary, status=result.status)
+        row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")
         evals = result.evals
         write(f"end status {result.status} final val loss {summary['final_val_loss']:.4f}")
     except Exception as e:  # a bug or bad input in this trial: a failed row, never a dead sweep

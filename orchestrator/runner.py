@@ -29,7 +29,7 @@ import ray
 
 from orchestrator.execute import Paths, execute
 from orchestrator.lease import LeaseKeeper, leases_supported
-from orchestrator.results import next_attempt, trial_status, write_attempt
+from orchestrator.results import next_attempt, read_trials, write_attempt
 from orchestrator.spec import SweepTrial
 
 
@@ -59,7 +59,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         if address is None:  # workers of the embedded Ray share this machine's token cache
             env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
             runtime_env = {"env_vars": env} if env else None
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+            ray.init(
+                address="local",  # always a new cluster, never one a previous `ray start` left in /tmp/ray
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env=runtime_env,
+            )
         else:  # a cluster's nodes have their own environment (`submit` passes the job's runtime_env)
             ray.init(address=address, log_to_driver=False)
     except Exception as e:
@@ -91,9 +97,22 @@ def _trial_task(st: SweepTrial, attempt: int, paths: Paths, threads: int) -> tup
     return execute(st, attempt, paths, threads)
 
 
-def select(trials: list[SweepTrial], status: dict[str, str], retry: frozenset[str], order: str) -> list[SweepTrial]:
-    """Trials with no outcome yet or whose latest outcome is in `retry`, ordered by cost."""
-    todo = [st for st in trials if st.trial_id not in status or status[st.trial_id] in retry]
+def _pending(st: SweepTrial, row: dict | None, retry: frozenset[str]) -> bool:
+    if row is None or row["status"] in retry:
+        return True
+    return st.role == "trunk" and row["status"] == "completed" and row["tokens"] < st.trial.train.tokens
+
+
+def _latest(results_dir: str, sweep: str) -> dict[str, dict]:
+    table = read_trials(results_dir, sweep).select(["trial_id", "status", "tokens"])
+    return {r["trial_id"]: r for r in table.to_pylist()}
+
+
+def select(trials: list[SweepTrial], latest: dict[str, dict], retry: frozenset[str], order: str) -> list[SweepTrial]:
+    """Trials with no outcome yet or whose latest outcome is in `retry`, ordered by cost; a WSD trunk
+    that completed shorter than the grid now needs (a larger budget was added) runs on."""
+
+    todo = [st for st in trials if _pending(st, latest.get(st.trial_id), retry)]
     return sorted(todo, key=lambda st: (-st.flops if order == "largest" else st.flops, st.trial_id))
 
 
@@ -140,9 +159,9 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     if os.path.exists(stop_file):
         os.remove(stop_file)
 
-    status = trial_status(results_dir, sweep)
-    todo = select(trials, status, opts.retry, opts.order)
-    diverged = {st.trial_id for st in todo if status.get(st.trial_id) == "diverged"}
+    latest = _latest(results_dir, sweep)
+    todo = select(trials, latest, opts.retry, opts.order)
+    diverged = {st.trial_id for st in todo if latest.get(st.trial_id, {}).get("status") == "diverged"}
     progress = _Progress(len(todo), sum(st.flops for st in todo), opts.quiet)
     cap = opts.max_concurrent or len(todo) or 1
     in_flight: dict = {}  # ObjectRef -> (SweepTrial, attempt)
@@ -186,10 +205,26 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM acts as Ctrl-C
-    queue = list(todo)
+    queue = [st for st in todo if st.role != "branch"]
+    waiting = [st for st in todo if st.role == "branch"]  # WSD branches start once their trunk checkpoint exists
+
+    def release_branches() -> None:
+        active = {st.trial_id for st in queue} | {st.trial_id for st, _ in in_flight.values()}
+        for st in list(waiting):
+            path = os.path.join(ckpt_root, sweep, st.depends_on, f"branch-{st.branch_step}.pt")
+            if os.path.exists(path):
+                waiting.remove(st)
+                queue.insert(0, dataclasses.replace(st, trial=dataclasses.replace(st.trial, init_from=path)))
+            elif st.depends_on not in active:  # its trunk ended (now or before) without reaching the branch point
+                waiting.remove(st)
+                error = f"trunk {st.depends_on} has no checkpoint at step {st.branch_step} ({path})"
+                record(st, next_attempt(results_dir, sweep, st.trial_id),
+                       {**st.row(), "trial_id": st.trial_id, "status": "failed", "error": error}, [])  # fmt: skip
+
     with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:
         try:
-            while queue or in_flight:
+            while queue or in_flight or waiting:
+                release_branches()
                 batch = []
                 while queue and len(in_flight) + len(batch) < cap:
                     st = queue.pop(0)
@@ -198,11 +233,9 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
                     else:
                         progress.counts["skipped"] += 1  # another driver is running it
                 if batch:  # re-read after taking the leases: another driver may have just finished one
-                    status = trial_status(results_dir, sweep)
+                    fresh = _latest(results_dir, sweep)
                     for st in batch:
-                        if status.get(st.trial_id) == "completed" or (
-                            st.trial_id in status and status[st.trial_id] not in opts.retry
-                        ):
+                        if not _pending(st, fresh.get(st.trial_id), opts.retry):
                             keeper.release(sweep, st.trial_id)
                             progress.counts["skipped"] += 1
                         else:
@@ -269,6 +302,50 @@ class _NoLeases:
 
     def release(self, sweep: str, trial_id: str) -> None:
         return None
+
+
+@ray.remote
+def _call(fn, *args):
+    return fn(*args)
+
+
+class TaskPool:
+    """Plain functions as Ray tasks with resources, for callers that must not import ray (tune.py).
+
+    submit(key, fn, *args) starts fn(*args) on the cluster; wait() returns the finished ones as
+    (key, ok, value or exception): failures are values here too.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3) -> None:
+        connect(address, num_cpus)
+        self.max_retries = max_retries
+        self.in_flight: dict = {}
+
+    def submit(self, key, fn, *args, cpus: float = 1.0, gpus: float = 0.0) -> None:
+        opts = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.max_retries, "retry_exceptions": False}
+        self.in_flight[_call.options(**opts).remote(fn, *args)] = key
+
+    def wait(self, timeout: float = 1.0) -> list[tuple[object, bool, object]]:
+        if not self.in_flight:
+            return []
+        ready, _ = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=timeout)
+        out = []
+        for ref in ready:
+            key = self.in_flight.pop(ref)
+            try:
+                out.append((key, True, ray.get(ref)))
+            except Exception as e:
+                out.append((key, False, e))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.in_flight)
+
+    def slots(self, cpus: float, gpus: float) -> int:
+        """How many tasks of this size the cluster runs at once."""
+        total = ray.cluster_resources()
+        n = int(total.get("CPU", 0) // cpus) if cpus else 1 << 30
+        return max(1, min(n, int(total.get("GPU", 0) // gpus) if gpus else n))
 
 
 def shutdown() -> None:

@@ -78,6 +78,9 @@ class SweepTrial:
     gpus: float
     flops: float  # training FLOPs: flops_per_token(seq_len) * tokens
     corpus_fingerprint: str | None = None  # None when loaded with fingerprint=False
+    role: str = "trial"  # "trial" | "trunk" (WSD stable phase) | "branch" (a WSD cooldown off a trunk)
+    depends_on: str | None = None  # branch: its trunk's trial_id
+    branch_step: int | None = None  # branch: the trunk step it starts from (branch-<step>.pt)
 
     def row(self) -> dict:
         """The config columns of this trial's results row (orchestrator.results.TRIALS_SCHEMA)."""
@@ -88,7 +91,8 @@ class SweepTrial:
         row |= {f: getattr(t, f) for f in ("cooldown_shape", "weight_decay")}
         row |= {f: getattr(self, f) for f in ("tokens_per_param", "tokens_basis", "n_basis", "match")}
         row |= {"d_ff": m.ff, "n_kv_head": parse_variant(m.variant).n_kv_head(m.n_head), "seq_len": t.seq_len}
-        return row | {"corpus": self.trial.data.corpus, "corpus_fingerprint": self.corpus_fingerprint}
+        row |= {"corpus": self.trial.data.corpus, "corpus_fingerprint": self.corpus_fingerprint}
+        return row | {"branch_of": self.depends_on} | ({"schedule": "wsd-trunk"} if self.role == "trunk" else {})
 
 
 @dataclass(frozen=True)
@@ -253,9 +257,10 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
             errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
-        for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": schedule}).errors():
+        plain = "wsd" if schedule == "wsd-branches" else schedule  # branches are WSD runs (orchestrator/branches.py)
+        for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": plain}).errors():
             field, reason = err.split(": ", 1)
-            errs.add(where.get(field, f"train.{field}"), reason)
+            errs.add(where.get(field, f"train.{field}"), reason.replace("'wsd', got", "'wsd' or 'wsd-branches', got"))
     # Not checked by TrainConfig.errors(), but each would fail (or silently misbehave) mid-run.
     for key, ok, rule in (
         ("min_lr_frac", lambda x: 0 <= x <= 1, "in [0, 1]"),
@@ -348,7 +353,13 @@ def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
     data = DataConfig(**sec["data"])
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
     combos = itertools.product(*(axes[k] for k in _AXES))
-    trials = [_trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus) for combo in combos]
+    min_tpp = min(x for _, x in axes["tokens_per_param"])
+    trials = [
+        _trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus, min_tpp) for combo in combos
+    ]
+    from orchestrator.branches import plan_branches  # branches.py builds on this module
+
+    trials = plan_branches(trials)  # schedule = "wsd-branches": one trunk + a cooldown branch per budget
     seen: dict[str, SweepTrial] = {}
     for t in trials:
         if t.trial_id in seen:  # e.g. two size names for one shape
@@ -359,7 +370,14 @@ def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
     return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s)
 
 
-def _trial(combo: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, cpus: float, gpus: float):
+def content_hash(payload: dict) -> str:
+    """8 hex digits of sha256 over the canonical JSON of everything that changes a result."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _trial(
+    combo: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, cpus: float, gpus: float, min_tpp: float
+):
     v = {k: x for k, (_, x) in combo.items()}  # axis -> value
     baseline = _model("baseline", v["size"], v["seq_len"], v["pos"], sec)
     cfg = dataclasses.replace(baseline, variant=v["variant"])
@@ -371,8 +389,17 @@ def _trial(combo: dict, sec: dict, data: DataConfig, fp: str | None, budget: dic
     train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed")}
     step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * v["seq_len"]
     tokens = max(1, math.ceil(v["tokens_per_param"] * n / step_tokens)) * step_tokens  # whole steps, as trained
+    plan = v["schedule"]
+    if plan == "wsd-branches":  # every budget shares one absolute warmup: that of the smallest budget
+        smallest = max(1, math.ceil(min_tpp * n / step_tokens)) * step_tokens
+        train_kw.setdefault("warmup_tokens", round(train_kw.get("warmup_frac", TrainConfig.warmup_frac) * smallest))
     tcfg = TrainConfig(
-        tokens=tokens, seq_len=v["seq_len"], lr=v["lr"], schedule=v["schedule"], seed=v["seed"], **train_kw
+        tokens=tokens,
+        seq_len=v["seq_len"],
+        lr=v["lr"],
+        schedule="wsd" if plan == "wsd-branches" else plan,
+        seed=v["seed"],
+        **train_kw,
     )
     trial = Trial(cfg, tcfg, data)
     flops = account(dataclasses.replace(cfg, seq_len=v["seq_len"])).flops_per_token * tokens
@@ -381,12 +408,20 @@ def _trial(combo: dict, sec: dict, data: DataConfig, fp: str | None, budget: dic
         "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in _RUNTIME},
         "data": {"fingerprint": fp} if fp else {k: x for k, x in dataclasses.asdict(data).items() if k != "cache_dir"},
         "budget": {"tokens_per_param": v["tokens_per_param"], **budget},
-    }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    } | ({"plan": plan} if plan == "wsd-branches" else {})
+    digest = content_hash(payload)
     multiplier = f"{v['tokens_per_param']:g}".replace("+", "")  # 1e+06 -> 1e06: ids are path-safe
     trial_id = f"{cfg.variant}-{_label(v['size'])}-m{multiplier}-s{v['seed']}-{digest}"
     return SweepTrial(
-        trial_id, trial, v["tokens_per_param"], **budget, cpus=cpus, gpus=gpus, flops=flops, corpus_fingerprint=fp
+        trial_id,
+        trial,
+        v["tokens_per_param"],
+        **budget,
+        cpus=cpus,
+        gpus=gpus,
+        flops=flops,
+        corpus_fingerprint=fp,
+        role="branch" if plan == "wsd-branches" else "trial",
     )
 
 

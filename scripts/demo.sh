@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the main job on the embedded default: one small model trained on
-# the Python standard library's own sources, printing its loss curve.
+# Set up .venv if needed, then run the main job on the embedded default: the demo sweep
+# (sweeps/demo.toml: 4 variants x 3 tiny sizes x 3 token multipliers, trained on the Python
+# standard library's own sources) on a local Ray, then fits, plots and the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/tiedsweep train --variant Q-K=V --d-model 128 --n-layer 2 --n-head 4 --seq-len 128 \
-  --vocab-size 2048 --max-bytes 8000000 --tokens 1000000 --batch-size 16 "$@"
+exec .venv/bin/tiedsweep run sweeps/demo.toml --results results --report "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import ray
 
 from tiedattn.data import DataConfig
 
@@ -22,3 +23,12 @@ def cache_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_data(cache_dir) -> DataConfig:
     return DataConfig(corpus="stdlib", vocab_size=TINY_VOCAB, max_bytes=1_500_000, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def local_ray(cache_dir):
+    """One embedded Ray for the in-process tests; the runner and TaskPool reuse an initialized Ray."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TIEDSWEEP_CACHE": cache_dir}})  # fmt: skip
+    yield
+    ray.shutdown()

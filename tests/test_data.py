@@ -107,9 +107,7 @@ def test_folder_of_txt_and_md(tmp_path: Path) -> None:
     assert set(docs_of(other, other.val)) != set(docs_of(data, data.val))
 
 
-def test_jsonl_and_parquet_shards_give_the_same_tokens(
-    tmp_path: Path, stdlib: tuple[DataConfig, TokenData]
-) -> None:
+def test_jsonl_and_parquet_shards_give_the_same_tokens(tmp_path: Path, stdlib: tuple[DataConfig, TokenData]) -> None:
     texts = [text for _, text in TOPICS]
     halves = [["", *texts[:40]], texts[40:]]  # an empty row is skipped, but keeps its row number
     (tmp_path / "j").mkdir()

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from orchestrator.manifest import read_manifest
@@ -35,6 +34,7 @@ def write_spec(
     variants=("QKV", "Q-K=V"),
     multipliers=(2, 4),
     train: str = "",
+    schedule: str = "cosine",
     seeds=(0,),
     cpus: float = 1,
 ) -> Path:
@@ -58,21 +58,9 @@ size = [{{ d_model = 32, n_layer = 1, n_head = 4 }}]
 tokens_per_param = {json.dumps(list(multipliers))}
 seq_len = [32]
 seed = {json.dumps(list(seeds))}
+schedule = ["{schedule}"]
 """)
     return path
-
-
-@pytest.fixture(scope="module")
-def local_ray(cache_dir):
-    """One embedded Ray for the in-process tests (the runner reuses an initialized Ray)."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"TIEDSWEEP_CACHE": cache_dir}},
-    )
-    yield
-    ray.shutdown()
 
 
 def _rows(results: Path, sweep: str, latest: bool = True) -> list[dict]:

@@ -136,9 +136,7 @@ def _check(cfg: DataConfig) -> list[_Source]:
                 raise DataError(f"corpus: Parquet file '{s.path}' has no 'text' column (columns: {cols})")
             t = schema.field("text").type
             if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-                raise DataError(
-                    f"corpus: Parquet file '{s.path}' has a 'text' column of type {t}, not string"
-                )
+                raise DataError(f"corpus: Parquet file '{s.path}' has a 'text' column of type {t}, not string")
         elif s.kind == "jsonl":
             next(_read(s), None)  # parses the first record: catches gzip, encoding and field errors
     return sources

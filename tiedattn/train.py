@@ -164,8 +164,10 @@ def train(
     *,
     stop: Callable[[int], bool] | None = None,
     progress: Callable[[dict], None] | None = None,
+    on_eval: Callable[[dict], None] | None = None,
 ) -> TrialResult:
-    """Run (or resume) one trial. `stop(step)` returning True checkpoints and ends it as interrupted."""
+    """Run (or resume) one trial. `stop(step)` returning True checkpoints and ends it as interrupted;
+    `on_eval(row)` sees each validation eval as it happens (a tuner reports and prunes with it)."""
     t_start = time.time()
     mcfg, tcfg = trial.model, trial.train
     check(trial)
@@ -261,6 +263,8 @@ def train(
                 }
             )
             state["loss_sum"], state["loss_n"] = 0.0, 0
+            if on_eval is not None:
+                on_eval(state["evals"][-1])
         if state["step"] in tcfg.save_at_steps:
             checkpoint(os.path.join(trial.workdir, f"branch-{state['step']}.pt") if trial.workdir else None)
         if state["step"] in evals_at or time.time() - last_ckpt > tcfg.checkpoint_every_s:
