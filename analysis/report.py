@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from analysis.fit import CHINCHILLA, OVERTRAINING, Fit, HoldOut, fit_chinchilla,
 from analysis.names import display_name
 from analysis.render import Block, Section, markdown, to_html
 from analysis.tables import Columns, completed, load_evals, load_trials
-from analysis.verdict import Verdict, verdicts
+from analysis.verdict import BASELINE, Verdict, verdict, verdicts
 
 TINY_PARAMS = 10_000_000  # below this the models are CPU toys; say so in the report
 
@@ -49,7 +51,16 @@ def analyse(results_dir: str | Path, *, n_kind: str = "non_embedding", n_boot: i
                 store[v] = make(**args)
             except AnalysisError as err:
                 notes.append(f"{display_name(v)}: {err}")
-    found = verdicts(trials, n_kind=n_kind, n_boot=n_boot, seed=seed)
+    found = []
+    for v in sorted(set(trials["variant"].tolist())):
+        if v == BASELINE:
+            continue
+        try:  # one variant without paired cells must not cost the others their verdict
+            found.append(verdict(trials, v, n_kind=n_kind, n_boot=n_boot, seed=seed))
+        except AnalysisError as err:
+            notes.append(f"{display_name(v)}: no verdict: {err}")
+    if not found:
+        verdicts(trials, n_kind=n_kind, n_boot=n_boot, seed=seed)  # raises the clear reason (no baseline, ...)
     notes += [f"{display_name(v.variant)} joint fit: {v.note}" for v in found if v.note]
     return Analysis(trials, excluded, load_evals(results_dir), fits, over, held, notes, found, n_kind)
 
@@ -112,6 +123,28 @@ def _lrs(t: Columns) -> tuple[list[str], list[list[str]]]:
     return (["variant", "learning rate(s)"], rows)
 
 
+def _tuned_rates(results_dir: str | Path, sweeps: list[str]) -> list[Block]:
+    """What `tiedsweep tune` found (DIR/tuning/<sweep>/lr.json), for the sweeps that were tuned."""
+    lines = []
+    for sweep in sweeps:
+        path = Path(results_dir) / "tuning" / sweep / "lr.json"
+        if not path.is_file():
+            continue
+        for variant, entry in sorted(json.loads(path.read_text()).items()):
+            at = ", ".join(f"{size} (N = {e['N']:,}): {e['lr']:.3g}" for size, e in entry["sizes"].items())
+            rule = entry["rule"]
+            rule = f"rule lr(N) = {math.exp(rule['log_c']):.3g} x N^{rule['p']:.3f}" if rule else "no rule"
+            lines.append(f"{sweep}, {display_name(variant)}: best {at or 'none'}; {rule}")
+    if not lines:
+        return []
+    return [
+        'Peak rates were tuned per variant (`tiedsweep tune`, TPE on short proxy runs); a spec with lr = "tuned" '
+        "trains each cell at its size's tuned rate, or at the variant's rule for untuned sizes. The table above "
+        "lists the rates the trials actually used.",
+        lines,
+    ]
+
+
 def _figures(a: Analysis) -> dict[str, Figure]:
     figs = {"frontier": plots.frontier(a.trials, a.fits), "gaps": plots.gaps(a.verdicts)}
     if a.evals is not None:
@@ -141,7 +174,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None, n_b
     sections: list[Section] = [
         ("Verdict", [[v.sentence for v in a.verdicts]]),
         ("What this is based on", _basis(a)),
-        ("Learning rates", [_lrs(a.trials)]),
+        ("Learning rates", [_lrs(a.trials), *_tuned_rates(results_dir, sorted(set(a.trials.get("sweep", []))))]),
         ("Chinchilla fits: L(N, D) = E + A/N^alpha + B/D^beta (95% bootstrap intervals)",
          [_fit_table(a.fits, CHINCHILLA), "Held-out largest-compute cells:", held or ["none"]]),
         ("Over-training law: L(C, M) = E + (a M^eta + b M^-eta) C^-eta",

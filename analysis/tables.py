@@ -64,6 +64,8 @@ def load_trials(directory: str | Path, n_kind: str = "non_embedding") -> Columns
     if missing := set(_TRIAL_COLUMNS) - set(cols):
         raise AnalysisError(f"{path}: trials lack column(s) {sorted(missing)}")
     cols = latest_attempts(cols)
+    if "schedule" in cols:  # a WSD trunk is the shared stable phase of its branches, not a budget of its own
+        cols = select(cols, cols["schedule"].astype(str) != "wsd-trunk")
     cols.update(
         N=cols[f"params_{n_kind}"].astype(float),
         D=cols["tokens"].astype(float),

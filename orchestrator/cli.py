@@ -1,4 +1,4 @@
-"""`tiedsweep run | submit | resume | status | compact`: the sweep's life cycle on the command line.
+"""`tiedsweep run | submit | resume | status | compact | tune`: the sweep's life cycle on the command line.
 
 Exit codes: 0 every selected trial completed (or a dry run / status), 1 some trial failed, diverged or
 was interrupted, 2 bad input (nothing was submitted).
@@ -65,9 +65,10 @@ def _execute(sweep_name: str, trials: list, results: str, opts) -> int:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from orchestrator.manifest import write_manifest
+    from orchestrator.tune import tuned_for_spec
 
     try:
-        sweep = load_spec(args.spec)
+        sweep = load_spec(args.spec, tuned=tuned_for_spec(args.spec, args.results))
     except SpecError as e:
         return _fail(str(e))
     if args.dry_run:
@@ -116,8 +117,10 @@ def submit_cmd(args: argparse.Namespace) -> int:
     """Send `tiedsweep run SPEC` to a cluster through the Ray Jobs API; the driver runs on the cluster."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    try:
-        sweep = load_spec(args.spec)
+    from orchestrator.tune import tuned_for_spec
+
+    try:  # lr = "tuned" needs lr.json where the job runs (--results); `run` there checks it
+        sweep = load_spec(args.spec, tuned=tuned_for_spec(args.spec, args.results), untuned_ok=True)
     except SpecError as e:
         return _fail(str(e))
     if "://" not in args.results and not os.path.isabs(args.results):
@@ -181,6 +184,42 @@ def status_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune_cmd(args: argparse.Namespace) -> int:
+    from orchestrator.tune import LR_FILE, format_tuning, plan, stderr_log, tune, tuning_dir, tuning_status
+
+    try:
+        sweep = load_spec(args.spec, untuned_ok=True)  # proxies set their own rates
+    except SpecError as e:
+        return _fail(str(e))
+    if "://" in args.results and not args.results.startswith("file://"):
+        return _fail(f"--results: tuning needs a filesystem path (shared by every node), got '{args.results}'")
+    if args.n_trials is not None and args.n_trials < 1:
+        return _fail(f"--n-trials: must be >= 1, got {args.n_trials}")
+    if args.dry_run:
+        print(plan(sweep, args.results, args.n_trials))
+        return 0
+    from orchestrator.runner import SchedulingError, TaskPool, check_resources
+
+    try:
+        pool = TaskPool(args.address, args.num_cpus)
+    except SchedulingError as e:
+        return _fail(str(e))
+    if errors := check_resources(sweep.trials):  # proxies ask what the sweep's trials ask
+        return _fail("\n".join(errors))
+    try:
+        lrs = tune(sweep, args.results, pool, n_trials=args.n_trials, log=None if args.quiet else stderr_log)
+    except KeyboardInterrupt:
+        print("tiedsweep: tune interrupted: run it again to resume (trials in flight are retried)", file=sys.stderr)
+        return 1
+    print(f"{sweep.name}: tuning")
+    print("\n".join(format_tuning(tuning_status(args.results, sweep.name) or [])))
+    for variant, entry in lrs.items():
+        rule = entry["rule"]["formula"] if entry["rule"] else "none (no proxy completed)"
+        print(f"  rule {variant}: {rule} (N = {sweep.trials[0].n_basis} params, {len(entry['sizes'])} sizes)")
+    print(f"rates: {os.path.join(tuning_dir(args.results, sweep.name), LR_FILE)}")
+    return 0 if all(entry["rule"] for entry in lrs.values()) else 1
+
+
 def compact_cmd(args: argparse.Namespace) -> int:
     from orchestrator.results import compact
 
@@ -239,6 +278,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=status_cmd)
+
+    p = sub.add_parser("tune", help="tune each variant's peak learning rate on short proxy runs (Optuna on Ray)")
+    p.add_argument("spec")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    p.add_argument("--address", default=None, help="Ray cluster (auto, HOST:6379, ray://...); default: embedded")
+    p.add_argument("--num-cpus", type=int, default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials per study, earlier runs' included")
+    p.add_argument("--dry-run", action="store_true", help="print the studies and their compute; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no line per finished proxy")
+    p.set_defaults(func=tune_cmd)
 
     p = sub.add_parser("compact", help="merge the small Parquet files of a results directory")
     p.add_argument("results")

@@ -27,6 +27,7 @@ import torch
 
 from orchestrator.ladder import LADDER
 from orchestrator.results import check_name
+from orchestrator.tune import TUNED, TuneConfig, model_n, tuned_lr
 from tiedattn.accounting import account, match_params
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
@@ -45,14 +46,18 @@ _SECTIONS: dict[str, dict[str, type]] = {
     | {"seed": int},
     "budget": {"tokens_basis": str, "n_basis": str, "match": str},
     "resources": {"cpus": float, "gpus": float, "flops_per_s": float},
+    "tune": {"sizes": list, "tokens_per_param": float, "n_trials": int, "lr_min": float, "lr_max": float}
+    | {"warmup": bool, "seed": int, "parallel": int},
 }
 _TOP = {"name": str, **dict.fromkeys(_SECTIONS, dict), "sizes": dict, "grid": dict}
 _SIZE = {"d_model": int, "n_layer": int, "n_head": int, "d_ff": int}
 _AXES = {"variant": str, "size": (str, dict), "tokens_per_param": float, "seq_len": int, "pos": str}
 _AXES |= {"seed": int, "lr": float, "schedule": str}
+_SECTIONS["train"]["lr"] = _AXES["lr"] = (float, str)  # a number, or "tuned" (orchestrator/tune.py)
 _AXIS_DEFAULT = {"seq_len": "model", "pos": "model", "seed": "train", "lr": "train", "schedule": "train"}
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
 _TOML_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+_TOML_NAMES[list] = "a list"
 _RUNTIME = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")  # never change a result
 CPU_FLOPS_PER_S = 6e10  # a 1-thread d=64 trial on a 2-core CPU machine (measured)
 GPU_FLOPS_PER_S = 4e14  # per GPU: ~40% MFU of an H100 in bf16
@@ -104,6 +109,7 @@ class Sweep:
     cpus: float  # per trial
     gpus: float  # per trial; fractional allowed
     flops_per_s: float  # assumed throughput per trial, for time estimates only
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)  # [tune], sizes resolved (orchestrator/tune.py)
 
 
 class _Errors(list):
@@ -225,6 +231,10 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
         raise ValueError(f"must be 'rope' or 'learned', got '{v}'")
     if key == "seed" and v < 0:
         raise ValueError(f"must be >= 0, got {v}")
+    if key == "lr" and isinstance(v, str) and v != TUNED:
+        raise ValueError(f'must be a number or "{TUNED}" (the rate `tiedsweep tune` found), got {v!r}')
+    if key == "lr":
+        return v if v == TUNED else float(v)
     return v
 
 
@@ -257,10 +267,14 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
             errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
+        lr = TrainConfig.lr if lr == TUNED else lr  # tuned rates are > 0; the schedule's checks still apply
         plain = "wsd" if schedule == "wsd-branches" else schedule  # branches are WSD runs (orchestrator/branches.py)
         for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": plain}).errors():
             field, reason = err.split(": ", 1)
-            errs.add(where.get(field, f"train.{field}"), reason.replace("'wsd', got", "'wsd' or 'wsd-branches', got"))
+            errs.add(
+                where.get(field, f"train.{field}"),
+                reason.replace("'cosine' or 'wsd', got", "'cosine', 'wsd' or 'wsd-branches', got"),
+            )
     # Not checked by TrainConfig.errors(), but each would fail (or silently misbehave) mid-run.
     for key, ok, rule in (
         ("min_lr_frac", lambda x: 0 <= x <= 1, "in [0, 1]"),
@@ -300,12 +314,55 @@ def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
         return None
 
 
-def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
+def _tune_section(errs: _Errors, tune: dict, axes: dict, sizes: dict) -> TuneConfig:
+    """[tune], its sizes as labels of grid sizes (left empty when not given: see _smallest_sizes)."""
+    grid = {_label(s) for _, s in axes.get("size", [])}
+    labels: list[str] = []
+    if "sizes" in tune and not tune["sizes"]:
+        errs.add("tune.sizes", "empty: list at least one size (or leave it out: the grid's 2 smallest)")
+    for i, entry in enumerate(tune.get("sizes", [])):
+        where = f"tune.sizes[{i}]"
+        if not _type_ok(entry, _AXES["size"]):
+            errs.add(where, _bad_type(entry, _AXES["size"]))
+            continue
+        try:
+            size = _canonical("size", entry, where, errs, sizes)
+        except ValueError as e:
+            errs.add(where, str(e))
+            continue
+        if size is None:
+            continue
+        if _label(size) not in grid:
+            errs.add(where, f"size {_label(size)} is not in grid.size (tuning trains the sweep's own cells)")
+        elif _label(size) in labels:
+            errs.add(where, f"repeats size {_label(size)}")
+        labels.append(_label(size))
+    cfg = TuneConfig(**{**tune, "sizes": tuple(labels)})
+    for err in cfg.errors():
+        field, reason = err.split(": ", 1)
+        errs.add(f"tune.{field}", reason)
+    return cfg
+
+
+def _smallest_sizes(axes: dict, sec: dict, k: int = 2) -> tuple[str, ...]:
+    """Labels of the grid's k smallest sizes by the baseline's non-embedding params."""
+    T, pos = axes["seq_len"][0][1], axes["pos"][0][1]
+    by_n = sorted(
+        (account(_model("baseline", s, T, pos, sec)).params_non_embedding, _label(s)) for _, s in axes["size"]
+    )
+    return tuple(dict.fromkeys(label for _, label in by_n))[:k]
+
+
+def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None, untuned_ok: bool = False) -> Sweep:
     """Parse, validate (raising SpecError with every problem) and expand a sweep spec.
 
     fingerprint=False skips reading the corpus (for specs whose corpus is elsewhere, such as a
     cluster's FineWeb): ids then hash the data settings instead of the token stream, so they
     differ from the ids the runner uses, and rows carry corpus_fingerprint None.
+    tuned: the parsed DIR/tuning/<sweep>/lr.json (orchestrator.tune.read_tuned), which `lr = "tuned"`
+    needs; each trial's rate is resolved per (variant, size) before its id is hashed.
+    untuned_ok: `lr = "tuned"` without `tuned` stands for TrainConfig's default rate (for `tiedsweep
+    tune`, whose proxies set their own rates).
     """
     errs = _Errors(path)
     try:
@@ -345,6 +402,13 @@ def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
         else:
             sizes[name] = _size(errs, table, f"sizes.{name}")
     axes = _axes(errs, top, sec, sizes)
+    tune = _tune_section(errs, sec["tune"], axes, sizes)
+    for where, _ in (x for x in axes.get("lr", []) if x[1] == TUNED):
+        if tuned is None and not untuned_ok:
+            errs.add(where, f'"{TUNED}" needs tuning results: run tiedsweep tune {path} first')
+        for vw, v in axes.get("variant", []) if tuned is not None else []:
+            if (tuned.get(v) or {}).get("rule") is None:
+                errs.add(vw, f'no tuned learning rate for {v} (lr = "{TUNED}"): run tiedsweep tune {path}')
     if all(axes.get(k) for k in ("variant", "size", "seq_len", "pos", "lr", "schedule")):
         _combination_errors(errs, axes, sec)
     fp = _data_errors(errs, sec["data"], fingerprint)
@@ -355,7 +419,8 @@ def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
     combos = itertools.product(*(axes[k] for k in _AXES))
     min_tpp = min(x for _, x in axes["tokens_per_param"])
     trials = [
-        _trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus, min_tpp) for combo in combos
+        _trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus, min_tpp, tuned)
+        for combo in combos
     ]
     from orchestrator.branches import plan_branches  # branches.py builds on this module
 
@@ -367,7 +432,9 @@ def load_spec(path: str, *, fingerprint: bool = True) -> Sweep:
         seen[t.trial_id] = t
     if errs:
         raise SpecError(list(errs))
-    return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s)
+    if not tune.sizes:
+        tune = dataclasses.replace(tune, sizes=_smallest_sizes(axes, sec))
+    return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s, tune)
 
 
 def content_hash(payload: dict) -> str:
@@ -376,7 +443,15 @@ def content_hash(payload: dict) -> str:
 
 
 def _trial(
-    combo: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, cpus: float, gpus: float, min_tpp: float
+    combo: dict,
+    sec: dict,
+    data: DataConfig,
+    fp: str | None,
+    budget: dict,
+    cpus: float,
+    gpus: float,
+    min_tpp: float,
+    tuned: dict | None = None,
 ):
     v = {k: x for k, (_, x) in combo.items()}  # axis -> value
     baseline = _model("baseline", v["size"], v["seq_len"], v["pos"], sec)
@@ -384,6 +459,9 @@ def _trial(
     if budget["match"] == "params":
         cfg = match_params(cfg)
     cfg = dataclasses.replace(cfg, d_ff=cfg.ff)  # resolved: d_ff unset and d_ff = 4d hash alike
+    if v["lr"] == TUNED:  # resolved before the hash: the id follows the rate actually trained with
+        n = model_n(cfg, budget["n_basis"])  # the variant's own N, as `tiedsweep tune` counts it
+        v["lr"] = TrainConfig.lr if tuned is None else tuned_lr(tuned, cfg.variant, _label(v["size"]), n)
     acct = account(baseline if budget["tokens_basis"] == "baseline" else cfg)
     n = acct.params_non_embedding if budget["n_basis"] == "non_embedding" else acct.params_total
     train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed")}

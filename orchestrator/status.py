@@ -1,4 +1,4 @@
-"""`tiedsweep status`: where a sweep stands, from its manifest, results and leases."""
+"""`tiedsweep status`: where a sweep stands, from its manifest, results and leases (and its tuning)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from orchestrator.lease import leases_supported, read_lease
 from orchestrator.manifest import read_manifest, sweeps_in
 from orchestrator.results import read_trials
+from orchestrator.tune import format_tuning, tuned_sweeps, tuning_status
 
 STATUSES = ("completed", "running", "pending", "failed", "diverged", "interrupted")
 
@@ -17,12 +18,19 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
     ETA = FLOPs left / the FLOP rate completed trials achieved per trial, divided by the number of
     trials running now (at least 1): a rough figure, stated as such.
     """
-    names = [sweep] if sweep else sweeps_in(results_dir)
+    names = [sweep] if sweep else sorted(set(sweeps_in(results_dir)) | set(tuned_sweeps(results_dir)))
     if not names:
         raise FileNotFoundError(f"{results_dir}: no sweep manifest found")
     out = {}
     for name in names:
-        _, trials = read_manifest(results_dir, name)
+        tuning = tuning_status(results_dir, name)  # None: never tuned here
+        try:
+            _, trials = read_manifest(results_dir, name)
+        except FileNotFoundError:
+            if tuning is None:
+                raise
+            out[name] = {"tuning": tuning}  # tuned, not run yet
+            continue
         table = read_trials(results_dir, name).to_pylist()
         rows = {r["trial_id"]: r for r in table}
         by_cell: dict = defaultdict(lambda: defaultdict(Counter))
@@ -52,13 +60,16 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
             "tokens_done": int(tokens_done),
             "tokens_left": int(tokens_left),
             "eta_s": eta,
-        }
+        } | ({"tuning": tuning} if tuning is not None else {})
     return out
 
 
 def format_status(report: dict) -> str:
     lines = []
     for name, s in report.items():
+        if "trials" not in s:
+            lines += [f"{name}: not run yet; learning-rate tuning:", *format_tuning(s["tuning"])]
+            continue
         totals = ", ".join(f"{n} {k}" for k, n in s["totals"].items())
         eta = f"{s['eta_s'] / 60:.1f} min (rough)" if s["eta_s"] is not None else "? (no completed trial yet)"
         lines.append(f"{name}: {s['trials']} trials: {totals}")
@@ -66,4 +77,6 @@ def format_status(report: dict) -> str:
         for variant, sizes in s["by_cell"].items():
             cells = "  ".join(f"{size}: " + "/".join(f"{n} {k}" for k, n in c.items()) for size, c in sizes.items())
             lines.append(f"  {variant:>14}  {cells}")
+        if "tuning" in s:
+            lines += ["  learning-rate tuning:", *("  " + line for line in format_tuning(s["tuning"]))]
     return "\n".join(lines)

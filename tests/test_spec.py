@@ -50,7 +50,7 @@ def test_demo_spec_loads():
     assert len({r["tokens_per_param"] for r in rows}) >= 3
     assert len({t.trial_id for t in trials}) == len(trials) and all(ID.fullmatch(t.trial_id) for t in trials)
     required = {f.name for f in TRIALS_SCHEMA if not f.nullable} - {"trial_id", "attempt", "status", "schema_version"}
-    assert set(rows[0]) == required
+    assert set(rows[0]) == required | {"branch_of"}  # nullable: the trunk of a WSD branch
     assert all(r["corpus_fingerprint"] and r["corpus"] == "stdlib" for r in rows)
     assert all(t.trial.workdir is None and t.cpus == 1 and t.gpus == 0 for t in trials)
     # 2 one-thread trials at a time within ~5 minutes at 3.5e10 FLOP/s (its largest trials, measured
@@ -160,7 +160,7 @@ schedule = ["cosine", "step"]
     path = str(tmp_path / "spec.toml")
     expected = [
         "name: name 'bad name'",
-        "colour: unknown key (known: name, data, model, train, budget, resources, sizes, grid)",
+        "colour: unknown key (known: name, data, model, train, budget, resources, tune, sizes, grid)",
         "data.vocab_size: must be >= 257",
         "data.max_bytes: must be > 0",
         "model.bais: unknown key (did you mean 'bias'?)",
@@ -184,7 +184,7 @@ schedule = ["cosine", "step"]
         "grid.seq_len[0]: 128 exceeds the learned position table of 64 (model.seq_len)",
         "grid.pos[1]: must be 'rope' or 'learned', got 'alibi'",
         "grid.seed: empty",
-        "grid.schedule[1]: must be 'cosine' or 'wsd', got 'step'",
+        "grid.schedule[1]: must be 'cosine', 'wsd' or 'wsd-branches', got 'step'",
     ]
     for want in expected:
         assert sum(line.startswith(f"{path}: {want}") for line in errors) == 1, (want, errors)

@@ -1,0 +1,443 @@
+"""`tiedsweep tune`: the peak learning rate of every variant, tuned on short proxy runs.
+
+One learning rate for every variant (as in the paper) favours the variant it suits; this finds each
+variant's own. For each (variant, size) of the spec's [tune] section an Optuna study (TPE sampler,
+median pruner) picks log-uniform rates (and optionally warmup fractions) for proxy runs of
+tokens_per_param x N tokens, N the variant's own parameters (the sweep's n_basis). The driver asks
+and tells; each proxy runs as a task of the sweep's Ray cluster (orchestrator.runner.TaskPool),
+several at a time across studies, and reports its validation losses straight into the study, so
+the pruner can stop it between evals.
+
+Everything lives in DIR/tuning/<sweep>/: optuna.journal (Optuna's journal storage: an append-only
+log that several processes share through a file lock, NFS included), runs/ (proxy checkpoints while
+they run) and lr.json, the best rate per (variant, size) and a rule lr(N) per variant. A rerun
+resumes: it asks each study only for its missing trials, and a trial that a killed driver left
+running is marked failed and asked again with the same parameters. One tuning driver per results
+directory at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from tiedattn.accounting import account
+from tiedattn.model import ModelConfig
+from tiedattn.train import total_steps, train
+
+if TYPE_CHECKING:
+    from orchestrator.runner import TaskPool
+    from orchestrator.spec import Sweep, SweepTrial
+
+TUNED = "tuned"  # `lr = "tuned"` in a sweep spec
+JOURNAL, LR_FILE = "optuna.journal", "lr.json"
+WARMUP_RANGE = (0.01, 0.2)  # warmup_frac, when [tune] warmup = true
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The [tune] section of a sweep spec (README: Learning-rate tuning)."""
+
+    sizes: tuple[str, ...] = ()  # size labels (d32l1h4); load_spec fills in the grid's 2 smallest
+    tokens_per_param: float = 10.0  # proxy budget: tokens = 10 x N, half Chinchilla's 20: short, past the warmup
+    n_trials: int = 12  # per (variant, size) study, pruned ones included
+    lr_min: float = 1e-4
+    lr_max: float = 3e-2
+    warmup: bool = False  # also tune warmup_frac in WARMUP_RANGE
+    seed: int = 0  # TPE sampler
+    parallel: int | None = None  # proxies in flight, all studies together; None: as many as the cluster fits
+
+    def errors(self) -> list[str]:
+        errs = []
+        if not (self.tokens_per_param > 0 and math.isfinite(self.tokens_per_param)):
+            errs.append(f"tokens_per_param: must be > 0, got {self.tokens_per_param:g}")
+        if self.n_trials < 1:
+            errs.append(f"n_trials: must be >= 1, got {self.n_trials}")
+        if not self.lr_min > 0:
+            errs.append(f"lr_min: must be > 0, got {self.lr_min:g}")
+        if not self.lr_max > 0:
+            errs.append(f"lr_max: must be > 0, got {self.lr_max:g}")
+        elif self.lr_min > 0 and not self.lr_max > self.lr_min:
+            errs.append(f"lr_max: must be > lr_min ({self.lr_min:g}), got {self.lr_max:g}")
+        if self.seed < 0:
+            errs.append(f"seed: must be >= 0, got {self.seed}")
+        if self.parallel is not None and self.parallel < 1:
+            errs.append(f"parallel: must be >= 1 (or left out: as many as the cluster fits), got {self.parallel}")
+        return errs
+
+
+def size_label(m: ModelConfig) -> str:
+    return f"d{m.d_model}l{m.n_layer}h{m.n_head}"
+
+
+def model_n(model: ModelConfig, n_basis: str) -> int:
+    """N of this model: its non-embedding or total parameters (a sweep's [budget] n_basis)."""
+    acct = account(model)
+    return acct.params_non_embedding if n_basis == "non_embedding" else acct.params_total
+
+
+def fit_rule(points: list[tuple[int, float]]) -> dict:
+    """lr(N) = exp(log_c) * N^p, least squares of log lr on log N over (N, best lr) points.
+
+    With a single N (one tuned size) the slope cannot be fitted: p = 0, a constant rule at the
+    geometric mean of the rates.
+    """
+    log_n = np.log([n for n, _ in points])
+    log_lr = np.log([lr for _, lr in points])
+    if len(set(log_n.tolist())) < 2:
+        p, log_c = 0.0, float(log_lr.mean())
+    else:
+        p, log_c = (float(x) for x in np.polyfit(log_n, log_lr, 1))
+    note = "" if p or len(set(log_n.tolist())) > 1 else " (one size: constant)"
+    return {"log_c": log_c, "p": p, "formula": f"lr = exp(log_c) * N^p = {math.exp(log_c):.4g} * N^{p:.3f}{note}"}
+
+
+def tuned_lr(lrs: dict, variant: str, size_key: str, n: int) -> float:
+    """The tuned rate of (variant, size) if that size was tuned, else the variant's rule at N.
+    KeyError (its message names what is missing) if the variant has no tuning results."""
+    if variant not in lrs:
+        raise KeyError(f"no tuned rate for variant '{variant}' (tuned: {', '.join(lrs) or 'none'})")
+    entry = lrs[variant]
+    if size_key in entry["sizes"]:
+        return float(entry["sizes"][size_key]["lr"])
+    rule = entry.get("rule")
+    if rule is None:
+        raise KeyError(f"variant '{variant}' has no tuned rate (no proxy of it completed)")
+    return math.exp(rule["log_c"]) * n ** rule["p"]
+
+
+def tuning_dir(results_dir: str, sweep: str) -> str:
+    return os.path.join(results_dir.removeprefix("file://"), "tuning", sweep)
+
+
+def tuned_sweeps(results_dir: str) -> list[str]:
+    """Names of the sweeps with a tuning journal in results_dir."""
+    if "://" in results_dir and not results_dir.startswith("file://"):
+        return []
+    root = os.path.dirname(tuning_dir(results_dir, "x"))
+    names = os.listdir(root) if os.path.isdir(root) else []
+    return sorted(n for n in names if os.path.exists(os.path.join(root, n, JOURNAL)))
+
+
+def read_tuned(results_dir: str, sweep: str) -> dict | None:
+    """The parsed DIR/tuning/<sweep>/lr.json, or None if there is none (or DIR is an object store)."""
+    if "://" in results_dir and not results_dir.startswith("file://"):
+        return None
+    try:
+        with open(os.path.join(tuning_dir(results_dir, sweep), LR_FILE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def tuned_for_spec(spec_path: str, results_dir: str) -> dict | None:
+    """read_tuned for the sweep a spec names, read before the spec is validated (load_spec needs it)."""
+    try:
+        with open(spec_path, "rb") as f:
+            name = tomllib.load(f).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # load_spec reports it
+    return read_tuned(results_dir, name) if isinstance(name, str) and "/" not in name else None
+
+
+def _storage(path: str) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(path))
+
+
+def _pruner(warmup_steps: int) -> optuna.pruners.BasePruner:
+    # The first 3 proxies of a study always finish; evals before a fifth of the run never prune,
+    # since early losses rank rates badly (a high rate leads at 1% of the run and may still lose).
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_steps)
+
+
+def _space(cfg: TuneConfig) -> dict[str, FloatDistribution]:
+    space = {"lr": FloatDistribution(cfg.lr_min, cfg.lr_max, log=True)}
+    return space | ({"warmup_frac": FloatDistribution(*WARMUP_RANGE)} if cfg.warmup else {})
+
+
+def study_name(sweep: str, variant: str, label: str) -> str:
+    return f"{sweep}-{variant}-{label}"
+
+
+def proxy_trial(sweep: Sweep, variant: str, label: str, tokens_per_param: float) -> tuple[SweepTrial, int]:
+    """(the proxy run of (variant, size), N): the sweep's own trial of that cell with the smallest
+    budget, retrained on tokens_per_param x N tokens (whole steps); lr and workdir are set per run."""
+    cells = [
+        st
+        for st in sweep.trials
+        if st.role != "trunk" and st.trial.model.variant == variant and size_label(st.trial.model) == label
+    ]
+    st = min(cells, key=lambda s: s.trial.train.tokens)  # the first in grid order among equals
+    m, t = st.trial.model, st.trial.train
+    n = model_n(m, st.n_basis)
+    per_step = t.batch_size * (t.seq_len or m.seq_len)
+    tokens = max(1, math.ceil(tokens_per_param * n / per_step)) * per_step
+    train_cfg = dataclasses.replace(t, tokens=tokens, save_at_steps=(), threads=max(1, int(st.cpus)))
+    flops = account(dataclasses.replace(m, seq_len=t.seq_len or m.seq_len)).flops_per_token * tokens
+    proxy = dataclasses.replace(
+        st,
+        trial_id=f"tune-{variant}-{label}",
+        trial=dataclasses.replace(st.trial, train=train_cfg, init_from=None),
+        tokens_per_param=tokens_per_param,
+        flops=flops,
+        role="trial",
+        depends_on=None,
+        branch_step=None,
+    )
+    return proxy, n
+
+
+def run_proxy(st: SweepTrial, storage_path: str, name: str, trial_id: int, warmup_steps: int) -> dict:
+    """Train one proxy (a TaskPool task), reporting each eval's validation loss to its Optuna trial
+    and stopping when the pruner says so. Returns {"status": completed | pruned | diverged, "value":
+    the final val loss, or the last one reported; "steps", "wall_s"}. Exceptions propagate (FAIL)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=name,
+        storage=_storage(storage_path),
+        sampler=optuna.samplers.RandomSampler(),
+        pruner=_pruner(warmup_steps),
+    )
+    trial = optuna.trial.Trial(study, trial_id)  # the driver's trial, reached through the shared journal
+    seen = {"pruned": False, "last": math.nan}
+
+    def on_eval(row: dict) -> None:
+        trial.report(row["val_loss"], row["step"])  # step: the training step, the same evals in every proxy
+        seen["last"] = row["val_loss"]
+        seen["pruned"] = trial.should_prune()
+
+    result = train(st.trial, stop=lambda step: seen["pruned"], on_eval=on_eval)
+    if st.trial.workdir:  # a finished proxy is never resumed: its checkpoint is only disk space
+        shutil.rmtree(st.trial.workdir, ignore_errors=True)
+    status = "pruned" if result.status == "interrupted" else result.status
+    value = result.summary["final_val_loss"] if status == "completed" else seen["last"]
+    return {"status": status, "value": value, "steps": result.summary["steps"], "wall_s": result.summary["wall_s"]}
+
+
+@dataclass
+class _Study:
+    name: str
+    proxy: SweepTrial
+    warmup_steps: int
+    study: optuna.Study
+    left: int  # trials still to ask in this run
+    running: int = 0
+
+
+def _open(store: JournalStorage, sweep: Sweep, variant: str, label: str, cfg: TuneConfig) -> _Study:
+    proxy, _ = proxy_trial(sweep, variant, label, cfg.tokens_per_param)
+    m, t = proxy.trial.model, proxy.trial.train
+    warmup_steps = total_steps(t, t.seq_len or m.seq_len) // 5
+    name = study_name(sweep.name, variant, label)
+    study = optuna.create_study(
+        study_name=name, storage=store, direction="minimize", pruner=_pruner(warmup_steps), load_if_exists=True
+    )
+    for lost in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # its driver died mid-run
+        study.tell(lost.number, state=TrialState.FAIL)
+        study.enqueue_trial(lost.params, user_attrs={"retry_of": lost.number})
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    # Seeded by the trials so far, so a resumed study does not replay the first run's random startup
+    # draws; constant_liar counts proxies in flight as bad guesses, so parallel asks spread out.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed + len(study.trials), n_startup_trials=max(3, cfg.n_trials // 3), constant_liar=True
+    )
+    study.set_user_attr("n_trials", cfg.n_trials)  # for `tiedsweep status`
+    return _Study(name, proxy, warmup_steps, study, max(0, cfg.n_trials - finished))
+
+
+def _tell(s: _Study, trial: optuna.Trial, ok: bool, out) -> str:
+    """Record a proxy's outcome in its study; returns the outcome's name."""
+    if not ok:  # an exception in the proxy, or its worker died more than max_retries times
+        trial.set_user_attr("error", f"{type(out).__name__}: {out}"[:2000])
+        s.study.tell(trial, state=TrialState.FAIL)
+        return "failed"
+    if out["status"] == "completed" and math.isfinite(out["value"]):
+        s.study.tell(trial, out["value"])
+        return "completed"
+    if out["status"] in ("pruned", "diverged"):
+        # A diverged rate is told PRUNED, not FAIL: TPE ranks pruned trials below every completed
+        # one, so the diverging region counts as bad; FAIL trials are ignored and it would be tried again.
+        trial.set_user_attr("outcome", out["status"])
+        s.study.tell(trial, state=TrialState.PRUNED)
+        return out["status"]
+    trial.set_user_attr("error", f"proxy ended {out['status']}")
+    s.study.tell(trial, state=TrialState.FAIL)
+    return "failed"
+
+
+def variants(sweep: Sweep) -> list[str]:
+    return list(dict.fromkeys(st.trial.model.variant for st in sweep.trials))
+
+
+def tune(
+    sweep: Sweep,
+    results_dir: str,
+    pool: TaskPool,
+    *,
+    n_trials: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run (or resume) every study of the sweep's [tune] section on `pool`; write and return lr.json.
+
+    n_trials overrides [tune] n_trials (the total per study, trials of earlier runs included).
+    """
+    cfg = sweep.tune if n_trials is None else dataclasses.replace(sweep.tune, n_trials=n_trials)
+    folder = tuning_dir(results_dir, sweep.name)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, JOURNAL)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is ours to print
+    store = _storage(path)
+    studies = [_open(store, sweep, v, label, cfg) for v in variants(sweep) for label in cfg.sizes]
+    shutil.rmtree(os.path.join(folder, "runs"), ignore_errors=True)  # checkpoints of proxies a killed driver left
+    space = _space(cfg)
+    cap = cfg.parallel or pool.slots(sweep.cpus, sweep.gpus)
+    asked: dict[tuple[str, int], tuple[_Study, optuna.Trial]] = {}
+    while any(s.left for s in studies) or len(pool):
+        while len(pool) < cap and (todo := [s for s in studies if s.left]):
+            s = min(todo, key=lambda s: (s.running, -s.left))  # spread the slots over the studies
+            trial = s.study.ask(space)
+            params = trial.params
+            train_cfg = dataclasses.replace(s.proxy.trial.train, lr=params["lr"])
+            if "warmup_frac" in params:
+                train_cfg = dataclasses.replace(train_cfg, warmup_frac=params["warmup_frac"], warmup_tokens=None)
+            workdir = os.path.join(folder, "runs", s.name, str(trial.number))
+            proxy = dataclasses.replace(
+                s.proxy, trial=dataclasses.replace(s.proxy.trial, train=train_cfg, workdir=workdir)
+            )
+            # trial._trial_id: Optuna has no public trial id; the worker needs it to report into this trial.
+            args = (proxy, path, s.name, trial._trial_id, s.warmup_steps)
+            pool.submit((s.name, trial.number), run_proxy, *args, cpus=s.proxy.cpus, gpus=s.proxy.gpus)
+            asked[(s.name, trial.number)] = (s, trial)
+            s.left, s.running = s.left - 1, s.running + 1
+        for key, ok, out in pool.wait(timeout=1.0):
+            s, trial = asked.pop(key)
+            s.running -= 1
+            outcome = _tell(s, trial, ok, out)
+            if log is not None:
+                value = f" (val loss {out['value']:.4f})" if ok and math.isfinite(out["value"]) else ""
+                log(f"{s.name} #{trial.number}: lr {trial.params['lr']:.4g} -> {outcome}{value if ok else f': {out}'}")
+    lrs = best_rates(sweep, store, cfg)
+    _write_json(os.path.join(folder, LR_FILE), lrs)
+    return lrs
+
+
+def best_rates(sweep: Sweep, store: JournalStorage, cfg: TuneConfig) -> dict:
+    """lr.json's content: {variant: {"sizes": {label: {N, lr, best_val_loss, n_trials[, warmup_frac]}},
+    "rule": fit_rule over those sizes, or None if no proxy of the variant completed}}."""
+    out = {}
+    for variant in variants(sweep):
+        sizes = {}
+        for label in cfg.sizes:
+            study = optuna.load_study(study_name=study_name(sweep.name, variant, label), storage=store)
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not done:
+                continue
+            best = min(done, key=lambda t: t.value)
+            n = proxy_trial(sweep, variant, label, cfg.tokens_per_param)[1]
+            sizes[label] = {
+                "N": n,
+                "lr": best.params["lr"],
+                "best_val_loss": best.value,
+                "n_trials": len(study.get_trials(deepcopy=False, states=FINISHED)),
+            } | ({"warmup_frac": best.params["warmup_frac"]} if "warmup_frac" in best.params else {})
+        rule = fit_rule([(e["N"], e["lr"]) for e in sizes.values()]) if sizes else None
+        out[variant] = {"sizes": sizes, "rule": rule}
+    return out
+
+
+def plan(sweep: Sweep, results_dir: str, n_trials: int | None = None) -> str:
+    """`tune --dry-run`: a line per study (N, proxy tokens and FLOPs, trials finished and to run)."""
+    cfg = sweep.tune if n_trials is None else dataclasses.replace(sweep.tune, n_trials=n_trials)
+    done = {s["study"]: s["finished"] for s in tuning_status(results_dir, sweep.name) or []}
+    lines, flops = [], 0.0
+    for variant in variants(sweep):
+        for label in cfg.sizes:
+            proxy, n = proxy_trial(sweep, variant, label, cfg.tokens_per_param)
+            name = study_name(sweep.name, variant, label)
+            todo = max(0, cfg.n_trials - done.get(name, 0))
+            flops += todo * proxy.flops
+            lines.append(
+                f"  {name}: N {n:,}, {proxy.trial.train.tokens:,} tokens per proxy ({proxy.flops:.2e} FLOPs); "
+                f"{done.get(name, 0)} trials done, {todo} to run"
+            )
+    space = f"lr log-uniform in [{cfg.lr_min:g}, {cfg.lr_max:g}]" + (
+        f", warmup_frac in [{WARMUP_RANGE[0]:g}, {WARMUP_RANGE[1]:g}]" if cfg.warmup else ""
+    )
+    head = f"tune {sweep.name}: {len(lines)} studies of {cfg.n_trials} trials; {space}; TPE seed {cfg.seed}"
+    tail = f"at most {flops:.3g} FLOPs (pruned proxies stop early): ~{flops / sweep.flops_per_s / 3600:.2g} trial-hours"
+    return "\n".join([head, *lines, tail, f"storage: {os.path.join(tuning_dir(results_dir, sweep.name), JOURNAL)}"])
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(tmp, path)
+
+
+def tuning_status(results_dir: str, sweep: str) -> list[dict] | None:
+    """Per study of the sweep: {"study", "finished", "running", "failed", "total", "best_lr",
+    "best_val_loss"}; None when the sweep was never tuned in results_dir."""
+    if "://" in results_dir and not results_dir.startswith("file://"):
+        return None
+    path = os.path.join(tuning_dir(results_dir, sweep), JOURNAL)
+    if not os.path.exists(path):
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = _storage(path)
+    out = []
+    for summary in sorted(optuna.get_all_study_summaries(store, include_best_trial=False), key=lambda s: s.study_name):
+        trials = optuna.load_study(study_name=summary.study_name, storage=store).get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = min(done, key=lambda t: t.value) if done else None
+        out.append(
+            {
+                "study": summary.study_name,
+                "finished": sum(s in FINISHED for s in states),
+                "running": states.count(TrialState.RUNNING),
+                "failed": states.count(TrialState.FAIL),
+                "total": summary.user_attrs.get("n_trials"),
+                "best_lr": best.params["lr"] if best else None,
+                "best_val_loss": best.value if best else None,
+            }
+        )
+    return out
+
+
+def format_tuning(studies: list[dict]) -> list[str]:
+    lines = []
+    for s in studies:
+        best = (
+            f"best lr {s['best_lr']:.4g} (val loss {s['best_val_loss']:.4f})" if s["best_lr"] else "no completed trial"
+        )
+        extra = "".join(f", {s[k]} {k}" for k in ("running", "failed") if s[k])
+        lines.append(f"  {s['study']}: {s['finished']}/{s['total'] or '?'} trials{extra}; {best}")
+    return lines
+
+
+def stderr_log(message: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
