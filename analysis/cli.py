@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from analysis import AnalysisError
-from analysis.fit import Fit, fit_chinchilla
+from analysis.fit import Fit, describe_bounds, fit_chinchilla
 from analysis.names import display_name
 from analysis.tables import N_KINDS, completed, load_table
 
@@ -41,6 +41,7 @@ def _fit_json(f: Fit) -> dict:
     return {
         "variant": f.variant, "law": f.law, "n_points": f.n_points, "n_kind": f.n_kind, **f.params,
         "intervals": {k: [_finite(lo), _finite(hi)] for k, (lo, hi) in f.intervals.items()},
+        "at_bounds": f.at_bounds,
     }  # fmt: skip
 
 
@@ -67,6 +68,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         cells = ", ".join(f"{k}={v:.4g} [{lo:.4g}, {hi:.4g}]" for (k, v), (lo, hi) in zip(
             f.params.items(), f.intervals.values(), strict=True))  # fmt: skip
         print(f"{display_name(f.variant)} ({f.n_points} points): {cells}")
+        if f.at_bounds:
+            print(f"  at bounds: {describe_bounds(f.at_bounds)}: not constrained by these data")
     return 0
 
 

@@ -26,6 +26,10 @@ OVERTRAINING = ("E", "a", "b", "eta")
 _LOG = {"E", "A", "B", "a", "b"}  # fitted as logs, which keeps them positive
 _BOUNDS = {"E": (-3.0, 3.0), "alpha": (1e-3, 3.0), "beta": (1e-3, 3.0), "eta": (1e-3, 3.0)}
 _COEF_BOUNDS = (-10.0, 40.0)
+_AT_BOUND_RTOL = 1e-6  # L-BFGS-B stops on a bound exactly; a value this close counts as on it
+_TAIL = 0.025  # this share of bootstrap refits on a bound puts the 95% interval's end on it
+# Each exponent scales one coefficient's term: when the exponent is pinned, the coefficient is free too.
+_TERMS = {"A": "alpha", "B": "beta", "a": "eta", "b": "eta"}
 # Starting points in fitted units: Hoffmann et al.'s grid for the Chinchilla law (4,500 points);
 # over-trained C**-eta terms have eta ~ alpha / 2 (Gadre et al.), hence the smaller exponents.
 _GRID = {
@@ -56,6 +60,24 @@ class Fit:
     def intervals(self) -> dict[str, tuple[float, float]]:
         """95% percentile bootstrap intervals (NaN without resamples)."""
         return {name: interval(self.samples[:, j]) for j, name in enumerate(self.params)}
+
+    @property
+    def at_bounds(self) -> dict[str, str]:
+        """Parameters the data do not constrain: name -> "estimate at lower bound", "interval reaches
+        upper bound", ... (the fitting box, `param_bounds`), or "interval follows alpha's to its bound"
+        for the coefficient of an exponent so flagged. Empty for a well-posed fit."""
+        flags = {}
+        for j, (name, value) in enumerate(self.params.items()):
+            samples = self.samples[~np.isnan(self.samples[:, j]), j]
+            sides = list(zip(("lower", "upper"), param_bounds(name), strict=True))
+            if est := [side for side, b in sides if _on(value, b)]:
+                flags[name] = f"estimate at {est[0]} bound"
+            elif ends := [side for side, b in sides if samples.size and _on(samples, b).mean() >= _TAIL]:
+                flags[name] = "interval reaches both bounds" if len(ends) == 2 else f"interval reaches {ends[0]} bound"
+        for coef, expo in _TERMS.items():
+            if coef in self.params and coef not in flags and expo in flags:
+                flags[coef] = f"interval follows {expo}'s to its bound"
+        return {name: flags[name] for name in self.params if name in flags}
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,35 @@ class _Design:
     @property
     def n_theta(self) -> int:
         return int(self.index.max()) + 1
+
+
+def describe_bounds(flags: dict[str, str]) -> str:
+    """`Fit.at_bounds` as a clause: "E at its lower bound 0.0498 and alpha's interval reaches its upper
+    bound 3"; empty without flags."""
+    parts = []
+    for name, flag in flags.items():
+        side = "lower" if "lower" in flag else "upper"
+        bound = param_bounds(name)[side == "upper"]
+        if flag.startswith("estimate"):
+            parts.append(f"{name} at its {side} bound {bound:.3g}")
+        elif "both" in flag:
+            parts.append(f"{name}'s interval reaches both bounds")
+        elif "follows" in flag:
+            parts.append(f"{name}'s interval {flag.split(' to ')[0].removeprefix('interval ')}")
+        else:
+            parts.append(f"{name}'s interval reaches its {side} bound {bound:.3g}")
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+
+
+def param_bounds(name: str) -> tuple[float, float]:
+    """The box a law parameter is fitted in, in its natural units (coefficients are fitted as logs)."""
+    lo, hi = _BOUNDS.get(name, _COEF_BOUNDS)
+    return (float(np.exp(lo)), float(np.exp(hi))) if name in _LOG else (lo, hi)
+
+
+def _on(x: ArrayLike, bound: float) -> np.ndarray:
+    """Whether x lies on a bound (NaN does not)."""
+    return np.abs(np.asarray(x, dtype=float) - bound) <= _AT_BOUND_RTOL * abs(bound)
 
 
 def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -11,7 +11,16 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis import AnalysisError, plots
-from analysis.fit import CHINCHILLA, OVERTRAINING, Fit, HoldOut, fit_chinchilla, fit_overtraining, holdout
+from analysis.fit import (
+    CHINCHILLA,
+    OVERTRAINING,
+    Fit,
+    HoldOut,
+    describe_bounds,
+    fit_chinchilla,
+    fit_overtraining,
+    holdout,
+)
 from analysis.names import display_name
 from analysis.render import Block, Section, markdown, to_html
 from analysis.tables import Columns, completed, load_evals, load_trials
@@ -62,7 +71,32 @@ def analyse(results_dir: str | Path, *, n_kind: str = "non_embedding", n_boot: i
     if not found:
         verdicts(trials, n_kind=n_kind, n_boot=n_boot, seed=seed)  # raises the clear reason (no baseline, ...)
     notes += [f"{display_name(v.variant)} joint fit: {v.note}" for v in found if v.note]
+    notes += _bound_notes(fits, over, found)
     return Analysis(trials, excluded, load_evals(results_dir), fits, over, held, notes, found, n_kind)
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _bound_notes(fits: dict[str, Fit], over: dict[str, Fit], found: list[Verdict]) -> list[str]:
+    """One note per kind of fit and set of flags (`Fit.at_bounds`), naming the variants it applies to."""
+    flagged: list[tuple[str, str, dict[str, str]]] = []
+    for kind, store in (("Chinchilla fit{s}", fits), ("over-training fit{s}", over)):
+        flagged += [(kind, v, f.at_bounds) for v, f in sorted(store.items())]
+    for v in found:  # the verdict's Δβ and fitted gaps come from these
+        if v.joint is not None:
+            flags = {**v.joint.fits[BASELINE].at_bounds, **v.joint.fits[v.variant].at_bounds}
+            flagged.append((f"joint fit{{s}} with {display_name(BASELINE)}", v.variant, flags))
+    groups: dict[tuple[str, str, int], list[str]] = {}
+    for kind, v, flags in flagged:
+        if flags:
+            groups.setdefault((kind, describe_bounds(flags), len(flags)), []).append(display_name(v))
+    return [
+        f"{_and(names)} {kind.format(s='s' * (len(names) > 1))}: {text}: the sweep does not constrain "
+        f"{'them' if n > 1 else 'it'}; too few sizes/budgets"
+        for (kind, text, n), names in groups.items()
+    ]
 
 
 def _ci(t: tuple[float, float, float], scale: float = 1.0, fmt: str = ".3g") -> str:
@@ -72,10 +106,21 @@ def _ci(t: tuple[float, float, float], scale: float = 1.0, fmt: str = ".3g") -> 
 
 def _fit_table(fits: dict[str, Fit], names: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
     rows = [
-        [display_name(v), str(f.n_points), *(_ci((f.params[p], *f.intervals[p]), fmt=".4g") for p in names)]
+        [
+            display_name(v),
+            str(f.n_points),
+            *(_ci((f.params[p], *f.intervals[p]), fmt=".4g") + "*" * (p in f.at_bounds) for p in names),
+        ]
         for v, f in sorted(fits.items())
     ]
     return (["variant", "cells", *names], rows)
+
+
+def _starred(fits: dict[str, Fit]) -> list[Block]:
+    if any(f.at_bounds for f in fits.values()):
+        return ["Values marked * are at a bound of the fit, or their intervals reach one: the sweep does not "
+                "constrain them (see Notes)"]  # fmt: skip
+    return []
 
 
 def _basis(a: Analysis) -> list[Block]:
@@ -176,9 +221,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None, n_b
         ("What this is based on", _basis(a)),
         ("Learning rates", [_lrs(a.trials), *_tuned_rates(results_dir, sorted(set(a.trials.get("sweep", []))))]),
         ("Chinchilla fits: L(N, D) = E + A/N^alpha + B/D^beta (95% bootstrap intervals)",
-         [_fit_table(a.fits, CHINCHILLA), "Held-out largest-compute cells:", held or ["none"]]),
+         [_fit_table(a.fits, CHINCHILLA), *_starred(a.fits), "Held-out largest-compute cells:", held or ["none"]]),
         ("Over-training law: L(C, M) = E + (a M^eta + b M^-eta) C^-eta",
-         [_fit_table(a.overtraining, OVERTRAINING)]),
+         [_fit_table(a.overtraining, OVERTRAINING), *_starred(a.overtraining)]),
         ("Gaps", _gap_tables(a)),
         ("Notes", [a.notes or ["none"]]),
         ("Figures", pngs),

@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/train_throughput.py [--quick] [--threads N] [--json]
 
-Measures the peak (best of several 2048^3 fp32 matmuls, before and after the rest), and times real training steps of
-the trainer's own path (GPT, tiedattn.train's AdamW groups, forward + backward + clip + step on
-real packed batches of the stdlib corpus) for d = 64..384, 4 layers, head dim 64, T = 256,
-4096 tokens per step. FLOPs per token are accounting.account's (6 x matmul weights +
-12 x n_layer x d x T, PaLM's convention), so "% peak" is an MFU against the measured peak.
+Measures the peak (best of several 2048^3 fp32 matmuls, before and after the rest), and times
+real training steps of the trainer's own path (GPT, tiedattn.train's AdamW groups, forward +
+backward + clip + step on real packed batches of the stdlib corpus) for d = 64..384, 4 layers,
+head dim 64, T = 256, 4096 tokens per step; median of 10 steps after 2 warmup steps. FLOPs per
+token are accounting.account's (6 x matmul weights + 12 x n_layer x d x T, PaLM's convention),
+so "% peak" is an MFU against the measured peak. ~1.5 min on an idle 2-core machine (--quick:
+~30 s); other jobs on the cores slow 2-thread steps up to 10x, so per-group time is capped.
 
 At d = 256 a plain nanoGPT-style SDPA model (`RefGPT`: fused c_attn split, learned positions, no
 RoPE) of the same shape runs alongside, one step of each model in turn (ABAB...), and our
@@ -177,6 +179,7 @@ def summarise(r: Runner, peak: float, ref: Runner | None) -> dict:
         "tokens_per_step": tokens,
         "steps": len(r.times),
         "median_step_s": s,
+        "step_s": r.times,  # every timed step, in order: shows what the machine's load did
         "tokens_per_s": tokens / s,
         "best_tokens_per_s": tokens / min(r.times),  # the least-contended step, on a shared machine
         "gflops_per_s": flops / s / 1e9,
@@ -222,7 +225,9 @@ def main() -> None:
         groups.append((group, group[0] if d == REF_D else None))
     peak = max(peak, matmul_peak(repeats=repeats))  # again at the end: a busy moment lowers the best
     rows = [summarise(r, peak, ref) for group, ref in groups for r in group]
-    ratio = next(r["vs_ref"] for r in rows if r["vs_ref"] is not None and r["pos"] == "rope")
+    ratio = next(
+        r["vs_ref"] for r in rows if r["vs_ref"] is not None and r["pos"] == "rope" and r["variant"] == "baseline"
+    )
 
     if args.json:
         out = {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak / 1e9, "vs_ref": ratio, "rows": rows}

@@ -163,16 +163,24 @@ def submit_cmd(args: argparse.Namespace) -> int:
         "excludes": [".venv", ".git", "results", "*.pt", "__pycache__"],
         "env_vars": env,
     }
-    try:
-        client = JobSubmissionClient(args.address)
-        job = client.submit_job(
-            entrypoint=" ".join(entry),
-            runtime_env=runtime_env,
-            submission_id=args.job_id,
-            metadata={"sweep": sweep.name},
-        )
-    except Exception as e:
-        return _fail(f"--address {args.address}: cannot submit: {e} (token auth: see README)")
+    deadline = time.time() + 120
+    while True:
+        try:
+            client = JobSubmissionClient(args.address)
+            job = client.submit_job(
+                entrypoint=" ".join(entry),
+                runtime_env=runtime_env,
+                submission_id=args.job_id,
+                metadata={"sweep": sweep.name},
+            )
+            break
+        except Exception as e:
+            # A head node that has just started answers before its job agent is up: wait for it.
+            if "No available agent" in str(e) and time.time() < deadline:
+                time.sleep(2)
+                continue
+            hint = " (token auth: see README)" if "token" in str(e).lower() or "auth" in str(e).lower() else ""
+            return _fail(f"--address {args.address}: cannot submit: {e}{hint}")
     print(f"submitted job {job} ({sweep.name}, {len(sweep.trials)} trials) to {args.address}")
     if args.no_wait:
         return 0

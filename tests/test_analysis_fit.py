@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis import AnalysisError
-from analysis.fit import fit_chinchilla, fit_joint, fit_overtraining, holdout, interval
+from analysis.fit import Fit, describe_bounds, fit_chinchilla, fit_joint, fit_overtraining, holdout, interval
 from analysis.laws import chinchilla, chinchilla_at, chinchilla_optimal, overtraining, training_flops
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -40,6 +40,7 @@ def test_chinchilla_recovers_known_parameters():
     assert fit.params["beta"] == pytest.approx(TRUTH["beta"], abs=0.02)
     assert fit.params["A"] == pytest.approx(TRUTH["A"], rel=0.3)
     assert fit.params["B"] == pytest.approx(TRUTH["B"], rel=0.3)
+    assert fit.at_bounds == {}
 
 
 def test_overtraining_law_recovers_known_parameters():
@@ -61,7 +62,35 @@ def test_bootstrap_intervals_cover_the_truth_in_most_repeats():
         assert fit.samples.shape == (200, 5)
         for name, (lo, hi) in fit.intervals.items():
             covered[name] += lo <= TRUTH[name] <= hi
+        assert fit.at_bounds == {}  # a well-posed sweep: every parameter and interval inside the box
     assert all(n >= 3 for n in covered.values()), covered
+
+
+def test_a_parameter_the_sweep_cannot_place_is_flagged_at_its_bound():
+    # pure power laws (E = 0) on 4 sizes x 3 budgets: no curvature shows where the floor is, and
+    # E goes to its lower bound exp(-3), as in the demo sweep of tiny CPU models
+    N, D = grid(sizes=4, multipliers=(5, 20, 80))
+    fit = fit_chinchilla(N, D, noisy(chinchilla(N, D, **{**TRUTH, "E": 0.0}), 0.003, 0), n_boot=50)
+    assert fit.at_bounds["E"] == "estimate at lower bound"
+    assert describe_bounds(fit.at_bounds).startswith("E at its lower bound 0.0498")
+
+
+def test_bound_flags_for_estimates_intervals_and_coupled_coefficients():
+    params = {"E": 1.7, "A": 400.0, "B": 400.0, "alpha": 0.3, "beta": 0.3}
+    samples = np.tile(list(params.values()), (40, 1))
+    samples[:2, 3] = 3.0  # 5% of refits put alpha on its upper bound: the 95% interval reaches it
+    samples[:1, 4] = 1e-3  # 2.5% put beta on its lower bound: just enough
+    fit = Fit("chinchilla", "x", {**params, "E": float(np.exp(-3.0))}, samples, 10, "table")
+    assert fit.at_bounds == {
+        "E": "estimate at lower bound", "A": "interval follows alpha's to its bound",
+        "B": "interval follows beta's to its bound", "alpha": "interval reaches upper bound",
+        "beta": "interval reaches lower bound",
+    }  # fmt: skip
+    assert describe_bounds(fit.at_bounds) == (
+        "E at its lower bound 0.0498, A's interval follows alpha's, B's interval follows beta's, "
+        "alpha's interval reaches its upper bound 3 and beta's interval reaches its lower bound 0.001"
+    )
+    assert Fit("chinchilla", "x", params, samples[2:, :], 10, "table").at_bounds == {}
 
 
 def test_joint_fit_estimates_the_difference_in_beta_with_an_interval():

@@ -10,7 +10,7 @@ import pytest
 from analysis import AnalysisError, plots
 from analysis.names import display_name
 from analysis.report import analyse, write_report
-from analysis.synthetic import synthetic_trials, write_results
+from analysis.synthetic import TRUTH, synthetic_trials, write_results
 from analysis.tables import completed, load_evals, load_table, load_trials
 from tiedsweep.cli import main
 
@@ -66,6 +66,13 @@ def test_plots_are_written_and_not_empty(results, tmp_path):
         "loss_curves": plots.loss_curves(a.evals, a.trials), "kv_cache": plots.kv_cache(a.trials),
         "residuals": plots.residuals(a.trials, a.fits),
     }  # fmt: skip
+    # the fitted curves run along the sweep's cells: each ends on a measured cell, within the fit's error
+    lines = figures["frontier"].axes[0].get_lines()
+    assert len(lines) == 2 * len(TINY["multipliers"])
+    for line in lines:
+        for c, loss in zip(*(xy[[0, -1]] for xy in line.get_data()), strict=True):
+            at = np.isclose(a.trials["C"], c, rtol=1e-6)
+            assert at.any() and np.min(np.abs(a.trials["loss"][at] / loss - 1)) < 0.02
     for name, fig in figures.items():
         for ext in ("png", "svg"):
             fig.savefig(tmp_path / f"{name}.{ext}")
@@ -89,8 +96,22 @@ def test_cli_fit_json_and_report(results, tmp_path, capsys):
     fits = json.loads(capsys.readouterr().out)["fits"]
     assert [f["variant"] for f in fits] == ["baseline", "tied_kv"]
     assert {"E", "A", "B", "alpha", "beta"} <= set(fits[0]) and len(fits[0]["intervals"]["beta"]) == 2
+    assert isinstance(fits[0]["at_bounds"], dict)
     assert main(["report", str(results), "--out", str(tmp_path), "--n-boot", "10"]) == 0
     assert "lags more" in capsys.readouterr().out and (tmp_path / "report.html").is_file()
+
+
+def test_parameters_at_their_bounds_are_noted_in_report_and_fit_output(tmp_path, capsys):
+    # pure power laws (E = 0): the fits put E on its lower bound, exp(-3)
+    t = synthetic_trials(truth={**TRUTH, "E": 0.0}, **TINY)
+    a = analyse(write_results(tmp_path / "floorless", t), n_boot=10)
+    assert a.fits["baseline"].at_bounds["E"] == "estimate at lower bound"
+    note = next(n for n in a.notes if "Chinchilla fit" in n)
+    assert note.startswith("QKV and Q-K=V Chinchilla fits: E at its lower bound 0.0498")
+    assert note.endswith("the sweep does not constrain " + ("them" if len(a.fits["baseline"].at_bounds) > 1 else "it")
+                         + "; too few sizes/budgets")  # fmt: skip
+    assert main(["fit", str(tmp_path / "floorless"), "--n-boot", "10"]) == 0
+    assert "  at bounds: E at its lower bound 0.0498" in capsys.readouterr().out
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):

@@ -220,11 +220,11 @@ def ray_cluster(cache_dir, tmp_path):
     import socket
 
     ports = []
-    for _ in range(2):
+    for _ in range(4):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    gcs, dashboard = ports
+    gcs, dashboard, agent_http, agent_grpc = ports
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            # Ray resolves 127.0.0.1 to the host's network address unless this is off: keep it all on loopback.
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "TIEDSWEEP_CACHE": cache_dir}  # fmt: skip
@@ -239,6 +239,10 @@ def ray_cluster(cache_dir, tmp_path):
             "--num-cpus=2",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # Not the default agent ports: another Ray on this machine (the tests' embedded one) holds them,
+            # and a cluster whose job agent cannot bind refuses every submission ("No available agent").
+            f"--dashboard-agent-listen-port={agent_http}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
             "--disable-usage-stats",
             "--include-dashboard=true",
         ],

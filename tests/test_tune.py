@@ -132,8 +132,12 @@ def test_lr_tuned_resolves_per_variant_and_size(tuned, cache_dir, tmp_path, caps
     with pytest.raises(SpecError) as info:
         load_spec(str(spec))
     assert info.value.errors == [f'{spec}: train.lr: "tuned" needs tuning results: run tiedsweep tune {spec} first']
-    assert main(["run", str(spec), "--results", str(tmp_path / "none"), "--dry-run"]) == 2
+    capsys.readouterr()
+    assert main(["run", str(spec), "--results", str(tmp_path / "none")]) == 2
     assert "needs tuning results" in capsys.readouterr().err
+    # A dry run still shows the plan (a cluster sweep is planned before it is tuned), saying so.
+    assert main(["run", str(spec), "--results", str(tmp_path / "none"), "--dry-run"]) == 0
+    assert "note: " in (out := capsys.readouterr().out) and "needs tuning results" in out
     two = write_spec(tmp_path / "two.toml", cache_dir, train='lr = "tuned"', variants=("QKV", "Q-K=V"))
     with pytest.raises(SpecError) as info:
         load_spec(str(two), tuned=lrs)
