@@ -11,7 +11,9 @@ independent run would give. Compute: the trunk's max(s_i) steps plus sum(steps_i
 sum(steps_i) for independent runs.
 
 The trunk's id leaves its length out, so extending the grid with a larger budget extends the
-trunk (resumed from its last checkpoint) instead of starting over.
+trunk (resumed from its last checkpoint) instead of starting over. A smaller budget than any before
+changes the shared warmup (that of the smallest budget, unless [train] warmup_tokens fixes it), and
+with it every id of the group: set warmup_tokens to keep a ladder open at both ends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
-from orchestrator.spec import SweepTrial, content_hash
+from orchestrator.spec import RUNTIME_FIELDS, SweepTrial, content_hash
 from tiedattn.accounting import account
 
 
@@ -33,8 +35,8 @@ def plan_branches(trials: list[SweepTrial]) -> list[SweepTrial]:
     groups: dict[str, list[SweepTrial]] = defaultdict(list)
     out = [t for t in trials if t.role != "branch"]
     for t in (t for t in trials if t.role == "branch"):
-        key = dataclasses.replace(t.trial.train, tokens=0)
-        groups[content_hash({"model": dataclasses.asdict(t.trial.model), "train": dataclasses.asdict(key),
+        key = {k: x for k, x in dataclasses.asdict(t.trial.train).items() if k not in (*RUNTIME_FIELDS, "tokens")}
+        groups[content_hash({"model": dataclasses.asdict(t.trial.model), "train": key,
                              "data": t.corpus_fingerprint or dataclasses.asdict(t.trial.data), "n": t.n_basis,
                              "basis": t.tokens_basis, "match": t.match})].append(t)  # fmt: skip
     for digest, branches in groups.items():

@@ -88,10 +88,14 @@ def run_cmd(args: argparse.Namespace) -> int:
         write_manifest(args.results, sweep, f.read())
     code = _execute(sweep.name, sweep.trials, args.results, _run_options(args))
     if code != 2 and args.report:
+        from analysis import AnalysisError
         from analysis.report import write_report
 
-        out = write_report(args.results)
-        print(f"report: {out.get('html', out)}")
+        try:
+            out = write_report(args.results)
+            print(f"report: {out.get('html', out)}")
+        except AnalysisError as e:  # e.g. every trial failed: the run's exit code stands
+            print(f"tiedsweep: no report: {e}", file=sys.stderr)
     return code
 
 
@@ -117,9 +121,7 @@ def resume_cmd(args: argparse.Namespace) -> int:
             _, trials = read_manifest(args.results, name)
         except FileNotFoundError:
             return _fail(f"{args.results}: no manifest for sweep '{name}'")
-        worst = max(
-            worst, _execute(name, trials, args.results, _run_options(args, retry=frozenset(retry), lr_override=args.lr))
-        )
+        worst = max(worst, _execute(name, trials, args.results, _run_options(args, retry=frozenset(retry))))
     return worst
 
 
@@ -274,8 +276,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resume", help="re-run failed and interrupted trials from their last checkpoint")
     p.add_argument("results")
     p.add_argument("--sweep", default=None, help="only this sweep (default: every sweep in RESULTS)")
-    p.add_argument("--include-diverged", action="store_true", help="retry diverged trials too (from scratch)")
-    p.add_argument("--lr", type=float, default=None, help="new peak lr for retried diverged trials")
+    p.add_argument(
+        "--include-diverged",
+        action="store_true",
+        help="retry diverged trials too, from scratch (to retry at another lr, change lr in the spec: a new trial)",
+    )
     _common(p)
     p.set_defaults(func=resume_cmd)
 

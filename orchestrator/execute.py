@@ -17,6 +17,7 @@ import traceback
 from datetime import datetime, timezone
 
 from orchestrator.spec import SweepTrial
+from tiedattn.data import DataError, corpus_fingerprint
 from tiedattn.train import train
 
 
@@ -82,10 +83,17 @@ def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = No
     write(f"start {st.trial_id} attempt {attempt} on {socket.gethostname()} pid {os.getpid()}")
     row = {**st.row(), "trial_id": st.trial_id, "attempt": attempt, "host": socket.gethostname(), "started_at": started}
     try:
+        here = corpus_fingerprint(trial.data)  # ~30 ms: never train a node's other data under this id
+        if st.corpus_fingerprint is not None and here != st.corpus_fingerprint:
+            raise DataError(
+                f"corpus: on {socket.gethostname()} its fingerprint is {here}, the sweep's is "
+                f"{st.corpus_fingerprint}: not the same data"
+            )
         result = train(trial, stop=_stopper(paths), progress=progress)
         summary = {k: v for k, v in result.summary.items() if k not in ("device", "status")}
         row.update(summary, status=result.status)
         row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")
+        row["corpus_fingerprint"] = summary["corpus_fingerprint"]  # what this worker actually read
         evals = result.evals
         write(f"end status {result.status} final val loss {summary['final_val_loss']:.4f}")
     except Exception as e:  # a bug or bad input in this trial: a failed row, never a dead sweep

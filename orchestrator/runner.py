@@ -16,6 +16,7 @@ started with RAY_AUTH_MODE=disabled needs RAY_AUTH_MODE=disabled on the driver t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -23,12 +24,13 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import ray
 
 from orchestrator.execute import Paths, execute
-from orchestrator.lease import LeaseKeeper, leases_supported
+from orchestrator.lease import LeaseKeeper, leases_supported, owner_alive, read_lease
 from orchestrator.results import next_attempt, read_trials, write_attempt
 from orchestrator.spec import SweepTrial
 
@@ -40,7 +42,6 @@ class RunOptions:
     max_concurrent: int | None = None  # cap on trials in flight; None: as many as the cluster's resources allow
     max_retries: int = 3  # Ray re-runs of a trial whose worker or node died (each resumes from its checkpoint)
     retry: frozenset[str] = frozenset({"failed", "interrupted"})  # statuses that are run again
-    lr_override: float | None = None  # new peak lr for re-run diverged trials (recorded in their rows)
     checkpoint_dir: str | None = None  # default DIR/checkpoints; must be storage every node reaches
     num_cpus: int | None = None  # embedded Ray only; default: all cores
     grace_s: float = 120.0  # after Ctrl-C, how long running trials get to checkpoint and report
@@ -138,7 +139,7 @@ class _Progress:
         eta = f"{(self.flops_left - self.flops_done) / rate / 60:.1f} min" if rate > 0 else "?"
         c = self.counts
         line = (
-            f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} running, {c['failed']} failed, "
+            f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} in flight, {c['failed']} failed, "
             f"{c['diverged']} diverged, {c['interrupted']} interrupted | last {self.tokens_per_s:,.0f} tok/s | "
             f"ETA {eta}"
         )
@@ -155,9 +156,8 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     ckpt_root = opts.checkpoint_dir or os.path.join(results_dir.removeprefix("file://"), "checkpoints")
     local = "://" not in results_dir or results_dir.startswith("file://")
     logs = os.path.join(results_dir.removeprefix("file://"), "logs", sweep) if local else None
-    stop_file = os.path.join(ckpt_root, sweep, ".stop")
-    if os.path.exists(stop_file):
-        os.remove(stop_file)
+    # This driver's own stop file: a Ctrl-C here must not stop another driver's trials.
+    stop_file = os.path.join(ckpt_root, sweep, f".stop-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
     latest = _latest(results_dir, sweep)
     todo = select(trials, latest, opts.retry, opts.order)
@@ -168,11 +168,8 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
 
     def submit(st: SweepTrial, attempt: int) -> None:
         workdir = os.path.join(ckpt_root, sweep, st.trial_id)
-        if opts.lr_override is not None and st.trial_id in diverged:  # restart from scratch at the new lr
+        if st.trial_id in diverged:  # same data, same lr: resuming would diverge again; start over
             shutil.rmtree(workdir, ignore_errors=True)
-            st = dataclasses.replace(
-                st, trial=dataclasses.replace(st.trial, train=dataclasses.replace(st.trial.train, lr=opts.lr_override))
-            )
         paths = Paths(workdir, os.path.join(logs, f"{st.trial_id}.log") if logs else None, stop_file)
         ref = _trial_task.options(
             num_cpus=st.cpus,
@@ -184,7 +181,14 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
         in_flight[ref] = (st, attempt)
 
     def record(st: SweepTrial, attempt: int, row: dict, evals: list[dict]) -> None:
-        write_attempt(results_dir, sweep, {**row, "git_sha": git_sha}, evals)
+        for wait in (1, 2, 4, 8, None):  # shared storage hiccups: retry before giving up the driver
+            try:
+                write_attempt(results_dir, sweep, {**row, "git_sha": git_sha}, evals)
+                break
+            except OSError:
+                if wait is None:
+                    raise
+                time.sleep(wait)
         keeper.release(sweep, st.trial_id)
         progress.done(row, st.flops)
 
@@ -215,6 +219,9 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
             if os.path.exists(path):
                 waiting.remove(st)
                 queue.insert(0, dataclasses.replace(st, trial=dataclasses.replace(st.trial, init_from=path)))
+            elif st.depends_on not in active and _leased_elsewhere(results_dir, sweep, st.depends_on, keeper):
+                waiting.remove(st)  # another driver trains its trunk: that driver runs this branch
+                progress.counts["skipped"] += 1
             elif st.depends_on not in active:  # its trunk ended (now or before) without reaching the branch point
                 waiting.remove(st)
                 error = f"trunk {st.depends_on} has no checkpoint at step {st.branch_step} ({path})"
@@ -281,7 +288,16 @@ def _interrupt(in_flight: dict, stop_file: str, grace_s: float, collect, record)
             },
             [],
         )
-    os.remove(stop_file)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(stop_file)
+
+
+def _leased_elsewhere(results_dir: str, sweep: str, trial_id: str, keeper) -> bool:
+    """True when another live driver holds the trial's lease (it is running it)."""
+    if not leases_supported(results_dir) or (sweep, trial_id) in keeper.held:
+        return False
+    lease = read_lease(results_dir, sweep, trial_id)
+    return lease is not None and time.time() - lease.heartbeat < keeper.ttl_s and owner_alive(lease.owner)
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -58,7 +58,7 @@ _AXIS_DEFAULT = {"seq_len": "model", "pos": "model", "seed": "train", "lr": "tra
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
 _TOML_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
 _TOML_NAMES[list] = "a list"
-_RUNTIME = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")  # never change a result
+RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")  # never change a result
 CPU_FLOPS_PER_S = 6e10  # a 1-thread d=64 trial on a 2-core CPU machine (measured)
 GPU_FLOPS_PER_S = 4e14  # per GPU: ~40% MFU of an H100 in bf16
 
@@ -437,9 +437,15 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s, tune)
 
 
+# Bump when a code change (model, init, schedule, loss, data packing) changes results for the same
+# config: every trial id changes with it, so old rows are never taken for new ones.
+RESULTS_VERSION = 1
+
+
 def content_hash(payload: dict) -> str:
     """8 hex digits of sha256 over the canonical JSON of everything that changes a result."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    blob = json.dumps({"results_version": RESULTS_VERSION, **payload}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 def _trial(
@@ -483,7 +489,7 @@ def _trial(
     flops = account(dataclasses.replace(cfg, seq_len=v["seq_len"])).flops_per_token * tokens
     payload = {
         "model": dataclasses.asdict(cfg),
-        "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in _RUNTIME},
+        "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in RUNTIME_FIELDS},
         "data": {"fingerprint": fp} if fp else {k: x for k, x in dataclasses.asdict(data).items() if k != "cache_dir"},
         "budget": {"tokens_per_param": v["tokens_per_param"], **budget},
     } | ({"plan": plan} if plan == "wsd-branches" else {})

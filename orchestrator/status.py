@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 
-from orchestrator.lease import leases_supported, read_lease
+from orchestrator.lease import leases_supported, owner_alive, read_lease
 from orchestrator.manifest import read_manifest, sweeps_in
 from orchestrator.results import read_trials
 from orchestrator.tune import format_tuning, tuned_sweeps, tuning_status
 
+LEASE_TTL_S = 60.0  # the drivers' default (RunOptions.lease_ttl_s)
 STATUSES = ("completed", "running", "pending", "failed", "diverged", "interrupted")
 
 
@@ -41,7 +43,8 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
             state = row["status"] if row else "pending"
             if state != "completed" and leases_supported(results_dir):
                 lease = read_lease(results_dir, name, st.trial_id)
-                state = "running" if lease is not None else state
+                fresh = lease is not None and time.time() - lease.heartbeat < LEASE_TTL_S and owner_alive(lease.owner)
+                state = "running" if fresh else state  # a dead driver's lease is not a running trial
             m = st.trial.model
             by_cell[st.row()["variant"]][f"d{m.d_model}l{m.n_layer}h{m.n_head}"][state] += 1
             totals[state] += 1

@@ -98,11 +98,13 @@ def model_n(model: ModelConfig, n_basis: str) -> int:
     return acct.params_non_embedding if n_basis == "non_embedding" else acct.params_total
 
 
-def fit_rule(points: list[tuple[int, float]]) -> dict:
+def fit_rule(points: list[tuple[int, float]], bounds: tuple[float, float] | None = None) -> dict:
     """lr(N) = exp(log_c) * N^p, least squares of log lr on log N over (N, best lr) points.
 
     With a single N (one tuned size) the slope cannot be fitted: p = 0, a constant rule at the
-    geometric mean of the rates.
+    geometric mean of the rates. `bounds` (the searched [lr_min, lr_max]) is kept with the rule:
+    a rule fitted on two small sizes and extrapolated to 30x their N must not leave the range
+    that was searched.
     """
     log_n = np.log([n for n, _ in points])
     log_lr = np.log([lr for _, lr in points])
@@ -111,7 +113,15 @@ def fit_rule(points: list[tuple[int, float]]) -> dict:
     else:
         p, log_c = (float(x) for x in np.polyfit(log_n, log_lr, 1))
     note = "" if p or len(set(log_n.tolist())) > 1 else " (one size: constant)"
-    return {"log_c": log_c, "p": p, "formula": f"lr = exp(log_c) * N^p = {math.exp(log_c):.4g} * N^{p:.3f}{note}"}
+    rule = {"log_c": log_c, "p": p, "formula": f"lr = exp(log_c) * N^p = {math.exp(log_c):.4g} * N^{p:.3f}{note}"}
+    if bounds is not None:
+        rule |= {
+            "lr_min": bounds[0],
+            "lr_max": bounds[1],
+            "n_range": [int(min(n for n, _ in points)), int(max(n for n, _ in points))],
+        }
+        rule["formula"] += f", clipped to [{bounds[0]:.3g}, {bounds[1]:.3g}]"
+    return rule
 
 
 def tuned_lr(lrs: dict, variant: str, size_key: str, n: int) -> float:
@@ -125,7 +135,8 @@ def tuned_lr(lrs: dict, variant: str, size_key: str, n: int) -> float:
     rule = entry.get("rule")
     if rule is None:
         raise KeyError(f"variant '{variant}' has no tuned rate (no proxy of it completed)")
-    return math.exp(rule["log_c"]) * n ** rule["p"]
+    lr = math.exp(rule["log_c"]) * n ** rule["p"]
+    return min(max(lr, rule.get("lr_min", lr)), rule.get("lr_max", lr))
 
 
 def tuning_dir(results_dir: str, sweep: str) -> str:
@@ -362,7 +373,8 @@ def best_rates(sweep: Sweep, store: JournalStorage, cfg: TuneConfig) -> dict:
                 "best_val_loss": best.value,
                 "n_trials": len(study.get_trials(deepcopy=False, states=FINISHED)),
             } | ({"warmup_frac": best.params["warmup_frac"]} if "warmup_frac" in best.params else {})
-        rule = fit_rule([(e["N"], e["lr"]) for e in sizes.values()]) if sizes else None
+        points = [(e["N"], e["lr"]) for e in sizes.values()]
+        rule = fit_rule(points, (cfg.lr_min, cfg.lr_max)) if sizes else None
         out[variant] = {"sizes": sizes, "rule": rule}
     return out
 

@@ -147,9 +147,12 @@ def _file_hash(path: str | Path) -> str:
 
 
 def _fingerprint(cfg: DataConfig, sources: list[_Source]) -> str:
-    files = sorted((s.rel, (st := os.stat(s.path)).st_size, st.st_mtime_ns) for s in sources)
+    stdlib = cfg.corpus == "stdlib"
+    # stdlib: the Python version pins the sources, and an mtime (a reinstall, a copied venv) would
+    # change every trial id without changing a token. Elsewhere mtime stands for an edit of the file.
+    files = sorted((s.rel, (st := os.stat(s.path)).st_size, 0 if stdlib else st.st_mtime_ns) for s in sources)
     tok = {"bpe": cfg.vocab_size} if cfg.tokenizer == "bpe" else {"file": _file_hash(cfg.tokenizer)}
-    python = sys.version if cfg.corpus == "stdlib" else None  # a new Python ships different sources
+    python = sys.version if stdlib else None  # a new Python ships different sources
     spec = {"format": _FORMAT, "files": files, "python": python, "tokenizer": tok}
     spec |= {field: getattr(cfg, field) for field in ("max_bytes", "val_fraction", "split_seed")}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -89,6 +89,13 @@ def check(trial: Trial, data: TokenData | None = None) -> None:
     if T > trial.model.seq_len:
         kind = "learned position table" if trial.model.pos == "learned" else "model context (rope cache)"
         errs.append(f"seq_len: {T} exceeds the {kind} of {trial.model.seq_len}")
+    tc = trial.train
+    if not errs and tc.warmup_tokens is not None:
+        steps = total_steps(tc, T)
+        warmup = math.ceil(tc.warmup_tokens / (tc.batch_size * T))
+        decay_from = steps - round(tc.cooldown_frac * steps) if tc.schedule == "wsd" else steps
+        if warmup > decay_from:
+            errs.append(f"warmup_tokens: {warmup} warmup steps run past step {decay_from}, where the lr decays")
     if data is not None and data.vocab_size > trial.model.vocab_size:
         errs.append(f"vocab_size: {trial.model.vocab_size} is smaller than the tokenizer's {data.vocab_size}")
     if errs:

@@ -26,7 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (OSError, ValueError) as e:  # a disk, a permission, a bad table: one line, not a traceback
+        print(f"tiedsweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tiedsweep: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
