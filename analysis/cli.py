@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=_run_fit)
     report = sub.add_parser("report", help="write report.md and report.html for a results directory")
     report.add_argument("dir", type=Path)
-    report.add_argument("--out", type=Path, default=None, help="output folder (default DIR/report)")
+    report.add_argument("--sweep", default=None, help="only this sweep (default: every sweep under DIR)")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default DIR/report[/SWEEP])")
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     report.set_defaults(func=_run_report)
 
@@ -77,7 +78,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report  # matplotlib only when a report is made
 
     try:
-        out = write_report(args.dir, args.out, n_boot=args.n_boot)
+        out = write_report(args.dir, args.out, n_boot=args.n_boot, sweep=args.sweep)
     except AnalysisError as err:
         print(f"tiedsweep report: error: {err}", file=sys.stderr)
         return 2

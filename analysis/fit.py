@@ -358,10 +358,25 @@ def fit_overtraining(
 def holdout(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, C: ArrayLike | None = None, frac: float = 0.2) -> HoldOut:
     """Fit the Chinchilla surface on all but the largest-compute cells (at least `frac` of the points;
     C = 6 N D unless given) and return the relative error of its predictions on the held-out cells."""
-    N, D, loss = _as_arrays("holdout", len(CHINCHILLA) + 2, N=N, D=D, loss=loss)
+    N, D, loss = _as_arrays("holdout", 1, N=N, D=D, loss=loss)
     C = training_flops(N, D) if C is None else np.asarray(C, dtype=float)
-    threshold = float(np.sort(C)[::-1][max(1, int(np.ceil(frac * C.size))) - 1])
-    test = C >= threshold
-    fit = fit_chinchilla(N[~test], D[~test], loss[~test], n_boot=0)
+    n_min = len(CHINCHILLA) + 1  # what fit_chinchilla needs to train on
+
+    def held(n: int) -> int:
+        return max(1, int(np.ceil(frac * n)))
+
+    needed = next(n for n in range(n_min + 1, 10 * n_min) if n - held(n) >= n_min)
+    threshold = float(np.sort(C)[::-1][held(C.size) - 1])
+    test = C >= threshold  # ties at the threshold are held out too
+    n_train = int((~test).sum())
+    if n_train < n_min:
+        raise AnalysisError(
+            f"hold-out needs at least {needed} cells: holding out the {test.sum()} largest-compute of "
+            f"{C.size} leaves {n_train} to fit, and the Chinchilla fit needs {n_min}"
+        )
+    try:
+        fit = fit_chinchilla(N[~test], D[~test], loss[~test], n_boot=0)
+    except AnalysisError as err:
+        raise AnalysisError(f"hold-out: the {n_train} cells with C < {threshold:.3g} cannot be fitted: {err}") from err
     pred = chinchilla(N[test], D[test], **fit.params)
-    return HoldOut(threshold, pred / loss[test] - 1.0, int((~test).sum()))
+    return HoldOut(threshold, pred / loss[test] - 1.0, n_train)

@@ -23,7 +23,7 @@ from analysis.fit import (
 )
 from analysis.names import display_name
 from analysis.render import Block, Section, markdown, to_html
-from analysis.tables import Columns, completed, load_evals, load_trials
+from analysis.tables import Columns, completed, load_evals, load_sweep_trials, select
 from analysis.verdict import BASELINE, Verdict, verdict, verdicts
 
 TINY_PARAMS = 10_000_000  # below this the models are CPU toys; say so in the report
@@ -33,6 +33,7 @@ TINY_PARAMS = 10_000_000  # below this the models are CPU toys; say so in the re
 class Analysis:
     trials: Columns  # completed trials with a finite loss
     excluded: dict[str, int]  # left-out trials by status
+    stale: dict[str, int]  # per sweep, rows of trials no longer in the sweep's spec (its manifest), left out
     evals: Columns | None
     fits: dict[str, Fit]  # per-variant Chinchilla surfaces
     overtraining: dict[str, Fit]
@@ -42,11 +43,16 @@ class Analysis:
     n_kind: str
 
 
-def analyse(results_dir: str | Path, *, n_kind: str = "non_embedding", n_boot: int = 1000, seed: int = 0) -> Analysis:
-    """Everything the report shows, from a results directory."""
-    trials, excluded = completed(load_trials(results_dir, n_kind))
+def analyse(
+    results_dir: str | Path, *, n_kind: str = "non_embedding", n_boot: int = 1000, seed: int = 0,
+    sweep: str | None = None,
+) -> Analysis:  # fmt: skip
+    """Everything the report shows, from a results directory: one sweep, or all of them (pairs never
+    cross sweeps); each sweep's trials restricted to those its manifest lists."""
+    everything, stale = load_sweep_trials(results_dir, n_kind, sweep)
+    trials, excluded = completed(everything)
     if trials["loss"].size == 0:
-        raise AnalysisError(f"{results_dir}: no completed trials (left out: {excluded})")
+        raise AnalysisError(f"{results_dir}: no completed trials (left out: {excluded}; {_stale_text(stale)})")
     fits, over, held, notes = {}, {}, {}, []
     for v in sorted(set(trials["variant"].tolist())):
         at = trials["variant"] == v
@@ -71,8 +77,26 @@ def analyse(results_dir: str | Path, *, n_kind: str = "non_embedding", n_boot: i
     if not found:
         verdicts(trials, n_kind=n_kind, n_boot=n_boot, seed=seed)  # raises the clear reason (no baseline, ...)
     notes += [f"{display_name(v.variant)} joint fit: {v.note}" for v in found if v.note]
+    notes += [
+        f"{display_name(v.variant)} vs {display_name(BASELINE)}: cells with several rows per variant were "
+        f"averaged: {'; '.join(v.pairs.averaged)}"
+        for v in found
+        if v.pairs.averaged
+    ]
     notes += _bound_notes(fits, over, found)
-    return Analysis(trials, excluded, load_evals(results_dir), fits, over, held, notes, found, n_kind)
+    if stale:
+        notes.append(_stale_text(stale))
+    evals = load_evals(results_dir)
+    if evals is not None:  # curves of the trials analysed only, not of other sweeps or earlier specs
+        evals = select(evals, np.isin(evals["trial_id"], everything["trial_id"]))
+        if "sweep" in evals and "sweep" in everything:
+            evals = select(evals, np.isin(evals["sweep"].astype(str), everything["sweep"]))
+    return Analysis(trials, excluded, stale, evals, fits, over, held, notes, found, n_kind)
+
+
+def _stale_text(stale: dict[str, int]) -> str:
+    """One clause per sweep: "demo: 12 rows of trials no longer in the sweep's spec left out"."""
+    return "; ".join(f"{name}: {n} rows of trials no longer in the sweep's spec left out" for name, n in stale.items())
 
 
 def _and(names: list[str]) -> str:
@@ -136,6 +160,8 @@ def _basis(a: Analysis) -> list[Block]:
         + ", ".join(f"{m:g}" for m in np.unique(t["M"])),
         f"seeds: {', '.join(str(s) for s in np.unique(t['seed']))}; fits use N = {a.n_kind} parameters",
     ]
+    if a.stale:
+        lines.insert(2, _stale_text(a.stale))
     blocks: list[Block] = [lines]
     if params.max() < TINY_PARAMS:
         blocks.append(
@@ -151,12 +177,24 @@ def _gap_tables(a: Analysis) -> list[Block]:
         blocks.append(f"{display_name(v.variant)} vs QKV (gaps in %, compute multiplier: the variant's compute "
                       "for the baseline's loss at the baseline's largest cell, over the baseline's)")  # fmt: skip
         rows = [
-            [f"{g.M:g}", str(g.n_pairs), _ci(g.measured, 100, ".2f"), _ci(g.fitted, 100, ".2f"),
+            [f"{g.M:g}", str(g.n_pairs), _ci(g.measured, 100, ".2f"), g.clusters, _ci(g.fitted, 100, ".2f"),
              _ci(g.compute_multiplier, 1, ".3g")]
             for g in v.gaps
         ]  # fmt: skip
-        blocks.append((["M", "pairs", "measured gap", "fitted gap", "compute multiplier"], rows))
-        blocks.append(f"slope per doubling of M: {_ci(v.slope, 100, '+.2f')}%; Δβ: {_ci(v.delta_beta, 1, '+.3f')}")
+        header = ["M", "pairs", "measured gap", "interval over", "fitted gap", "compute multiplier"]
+        blocks.append((header, rows))
+        methods: dict[str, list[str]] = {}
+        for g in v.gaps:
+            methods.setdefault(g.method, []).append(f"{g.M:g}")
+        blocks.append(
+            "measured gap intervals: "
+            + "; ".join(f"{method} at M = {', '.join(Ms)}" for method, Ms in methods.items())
+            + "; fitted gaps and multipliers: 95% bootstrap of the joint fit"
+        )
+        blocks.append(
+            f"slope per doubling of M: {_ci(v.slope, 100, '+.2f')}% ({v.slope_method}); "
+            f"Δβ: {_ci(v.delta_beta, 1, '+.3f')}"
+        )
     return blocks
 
 
@@ -200,13 +238,17 @@ def _figures(a: Analysis) -> dict[str, Figure]:
     return figs
 
 
-def write_report(results_dir: str | Path, out_dir: str | Path | None = None, n_boot: int = 1000) -> dict:
-    """Write report.md, report.html and the figures (PNG, SVG) into out_dir (default DIR/report).
+def write_report(
+    results_dir: str | Path, out_dir: str | Path | None = None, n_boot: int = 1000, sweep: str | None = None
+) -> dict:
+    """Write report.md, report.html and the figures (PNG, SVG) into out_dir (default DIR/report, or
+    DIR/report/<sweep> for one sweep), for `sweep` or, without one, every sweep under DIR.
 
     Returns {"markdown": path, "html": path, "figures": [paths], "verdicts": [sentences]}.
     """
-    a = analyse(results_dir, n_boot=n_boot)
-    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    a = analyse(results_dir, n_boot=n_boot, sweep=sweep)
+    default = Path(results_dir) / "report" if sweep is None else Path(results_dir) / "report" / sweep
+    out = Path(out_dir) if out_dir is not None else default
     out.mkdir(parents=True, exist_ok=True)
     pngs, files = [], []
     for name, fig in _figures(a).items():
@@ -228,7 +270,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None, n_b
         ("Notes", [a.notes or ["none"]]),
         ("Figures", pngs),
     ]  # fmt: skip
-    title = f"tiedsweep report: {Path(results_dir).resolve().name}"
+    title = f"tiedsweep report: {Path(results_dir).resolve().name}" + (f", sweep {sweep}" if sweep else "")
     (out / "report.md").write_text(markdown(title, sections))
     (out / "report.html").write_text(to_html(title, sections))
     return {

@@ -7,6 +7,7 @@ N (parameters), D (tokens), C (training FLOPs), M (token multiplier), loss, vari
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +46,31 @@ def select(cols: Columns, mask: np.ndarray) -> Columns:
 
 
 def latest_attempts(cols: Columns) -> Columns:
-    """One row per trial_id: the one with the largest attempt."""
-    order = np.lexsort((cols["attempt"], cols["trial_id"]))
-    ids = cols["trial_id"][order]
-    last = np.r_[ids[1:] != ids[:-1], True]
+    """One row per trial_id (per sweep, where there is a sweep column): the one with the largest attempt."""
+    sweep = cols["sweep"].astype(str) if "sweep" in cols else np.zeros(cols["trial_id"].size, str)
+    order = np.lexsort((cols["attempt"], cols["trial_id"], sweep))
+    ids, sweeps = cols["trial_id"][order], sweep[order]
+    last = np.r_[(ids[1:] != ids[:-1]) | (sweeps[1:] != sweeps[:-1]), True]
     return select(cols, order[last])
 
 
-def load_trials(directory: str | Path, n_kind: str = "non_embedding") -> Columns:
-    """Latest attempt of every trial under DIR/trials, all statuses, with the normalised columns
-    (N = params_<n_kind>, D = tokens, C = flops, M = tokens_per_param, loss = final_val_loss)."""
+def manifest_ids(directory: str | Path, sweep: str) -> set[str] | None:
+    """Trial ids that the latest spec of `sweep` expands to (DIR/manifests/<sweep>.json), or None
+    where the sweep has no manifest."""
+    path = Path(directory) / "manifests" / f"{sweep}.json"
+    if not path.is_file():
+        return None
+    try:
+        return {str(t["trial_id"]) for t in json.loads(path.read_text())["trials"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise AnalysisError(f"cannot read the manifest {path}: {err}") from err
+
+
+def load_sweep_trials(
+    directory: str | Path, n_kind: str = "non_embedding", sweep: str | None = None
+) -> tuple[Columns, dict[str, int]]:
+    """`load_trials`, and per sweep the number of latest-attempt rows left out because their trial
+    ids are not in the sweep's manifest (trials of an earlier spec: a changed spec gives new ids)."""
     path = Path(directory) / "trials"
     if n_kind not in N_KINDS:
         raise AnalysisError(f"unknown parameter count {n_kind!r}; use one of {N_KINDS}")
@@ -63,7 +79,27 @@ def load_trials(directory: str | Path, n_kind: str = "non_embedding") -> Columns
     cols = _read_dataset(path)
     if missing := set(_TRIAL_COLUMNS) - set(cols):
         raise AnalysisError(f"{path}: trials lack column(s) {sorted(missing)}")
+    if "sweep" in cols:
+        cols["sweep"] = cols["sweep"].astype(str)
+    if sweep is not None:
+        found = sorted(set(cols["sweep"].tolist())) if "sweep" in cols else []
+        if sweep not in found:
+            raise AnalysisError(f"no trials of sweep {sweep!r} under {path}; sweeps found: {found}")
+        cols = select(cols, cols["sweep"] == sweep)
     cols = latest_attempts(cols)
+    stale: dict[str, int] = {}
+    if "sweep" in cols:
+        keep = np.ones(cols["trial_id"].size, bool)
+        for name in sorted(set(cols["sweep"].tolist())):
+            ids = manifest_ids(directory, name)
+            if ids is None:  # no manifest (e.g. results written by hand): every row counts
+                continue
+            at = cols["sweep"] == name
+            gone = at & ~np.isin(cols["trial_id"].astype(str), list(ids))
+            keep &= ~gone
+            if gone.any():
+                stale[name] = int(gone.sum())
+        cols = select(cols, keep)
     if "schedule" in cols:  # a WSD trunk is the shared stable phase of its branches, not a budget of its own
         cols = select(cols, cols["schedule"].astype(str) != "wsd-trunk")
     cols.update(
@@ -74,7 +110,14 @@ def load_trials(directory: str | Path, n_kind: str = "non_embedding") -> Columns
         loss=cols["final_val_loss"].astype(float),
         variant=cols["variant"].astype(str),
     )
-    return cols
+    return cols, stale
+
+
+def load_trials(directory: str | Path, n_kind: str = "non_embedding", sweep: str | None = None) -> Columns:
+    """Latest attempt of every trial under DIR/trials (of `sweep` only, if given), all statuses, with
+    the normalised columns (N = params_<n_kind>, D = tokens, C = flops, M = tokens_per_param,
+    loss = final_val_loss). Where DIR/manifests/<sweep>.json exists, only the trials it lists."""
+    return load_sweep_trials(directory, n_kind, sweep)[0]
 
 
 def load_evals(directory: str | Path) -> Columns | None:

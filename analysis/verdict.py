@@ -1,7 +1,8 @@
 """The verdict: does a tied variant fall further behind the baseline as M = D / N grows?
 
-From the sweep's own cells, paired by configuration and seed: the relative loss gap
-L_variant / L_baseline - 1 at each M with a bootstrap interval, and its slope in log2 M.
+From the sweep's own cells, paired by sweep, configuration and seed: the relative loss gap
+L_variant / L_baseline - 1 at each M with an interval (Student t over few clusters, bootstrap over
+many), and its slope in log2 M. The wording follows the slope's interval and the sign of the gap.
 From fitted surfaces (a joint Chinchilla fit of variant and baseline, shared E and alpha): the
 difference in beta and the effective-compute multiplier. No claim beyond what the intervals support.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from analysis import AnalysisError
 from analysis.fit import Fit, JointFit, fit_joint, interval
@@ -19,10 +21,20 @@ from analysis.names import BASELINE, display_name
 from analysis.tables import Columns
 
 PAIR_KEYS = ("d_model", "n_layer", "n_head", "tokens_per_param", "seed")
-_EXTRA_KEYS = ("seq_len", "batch_size", "schedule", "vocab_size", "dataset")  # paired on when present
+# paired on when present; not lr: tuned rates differ per variant by design (several rows per variant
+# in one cell, e.g. an lr grid, are averaged and named in `Pairs.averaged`)
+_EXTRA_KEYS = ("sweep", "seq_len", "batch_size", "schedule", "vocab_size", "pos", "corpus_fingerprint")
 _SURFACE_SAMPLES = 200  # bootstrap rows used for fitted gaps and multipliers
-LAGS_MORE = "lags more with more tokens"
-SHRINKS = "gap shrinks with more tokens"
+# Fewer clusters than this get a Student-t interval, not a percentile bootstrap: over n clusters the
+# bootstrap's interval lies within the observed range, which covers the mean with probability
+# 1 - 2^(1-n) at best (50% for 2 clusters, 75% for 3), where t's covers 95% for normal errors.
+MIN_BOOT_CLUSTERS = 8
+LAGS_MORE = "lags more with more tokens"  # slope > 0, gap at the largest M > 0
+ADVANTAGE_SHRINKS = "its advantage shrinks with more tokens"  # slope > 0, gap < 0 at one end
+RISES = "gap grows towards zero or above, its sign not resolved"  # slope > 0, gap covers 0 at both ends
+SHRINKS = "gap shrinks with more tokens"  # slope < 0, gap > 0 at one end
+PULLS_AHEAD = "pulls ahead with more tokens"  # slope < 0, gap at the largest M < 0
+FALLS = "gap falls towards zero or below, its sign not resolved"  # slope < 0, gap covers 0 at both ends
 NO_EVIDENCE = "no evidence of a growing gap"
 TOO_FEW = "too few paired cells to tell whether the gap grows"
 
@@ -36,6 +48,7 @@ class Pairs:
     gap: np.ndarray  # L_variant / L_baseline - 1
     N: np.ndarray  # (n, 2): variant, baseline
     D: np.ndarray  # (n, 2)
+    averaged: tuple[str, ...] = ()  # cells where a side had several rows (e.g. an lr grid), described
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,8 @@ class Gap:
     measured: tuple[float, float, float]
     fitted: tuple[float, float, float]
     compute_multiplier: tuple[float, float, float]  # compute the variant needs / baseline's, same loss
+    method: str = ""  # how `measured` got its interval: "95% t-interval over 3 pairs", ...
+    clusters: str = ""  # what it was resampled or averaged over: "3 pairs", "12 seeds"
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class Verdict:
     pairs: Pairs
     joint: JointFit | None
     note: str  # why there is no joint fit, if there is none
+    slope_method: str = ""  # how `slope` got its interval
 
 
 def pair(cols: Columns, variant: str, baseline: str = BASELINE) -> Pairs:
@@ -71,22 +87,55 @@ def pair(cols: Columns, variant: str, baseline: str = BASELINE) -> Pairs:
             rows[v].setdefault(tuple(cols[k][i] for k in keys), []).append(i)
     common = sorted(set(rows[variant]) & set(rows[baseline]), key=str)
     idx = [[rows[variant][key], rows[baseline][key]] for key in common]
+    averaged = tuple(
+        _describe_cell(cols, dict(zip(keys, key, strict=True)), {variant: a, baseline: b})
+        for key, (a, b) in zip(common, idx, strict=True)
+        if len(a) > 1 or len(b) > 1
+    )
 
     def mean(name: str) -> np.ndarray:
         return np.array([[np.mean(cols[name][i]) for i in both] for both in idx]).reshape(-1, 2)
 
     loss = mean("loss")
-    return Pairs(mean("M")[:, 1], mean("seed")[:, 1], loss[:, 0] / loss[:, 1] - 1.0, mean("N"), mean("D"))
+    gap = loss[:, 0] / loss[:, 1] - 1.0
+    return Pairs(mean("M")[:, 1], mean("seed")[:, 1], gap, mean("N"), mean("D"), averaged)
 
 
-def _mean_gap_interval(gap: np.ndarray, cluster: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple:
-    """Mean gap with a bootstrap interval over clusters (seeds, or single pairs)."""
+def _describe_cell(cols: Columns, key: dict, rows: dict[str, list[int]]) -> str:
+    """A pairing cell where a side had several rows: "M=20, d_model=64, seed=0: Q-K=V 2 rows (lr 0.001, 0.003)"."""
+    where = ", ".join(
+        [f"M={key['tokens_per_param']:g}"]
+        + [f"{k}={key[k]}" for k in ("sweep", "d_model", "n_layer", "n_head", "seed") if k in key]
+    )
+    sides = []
+    for v, idx in rows.items():
+        if len(idx) > 1:
+            lrs = f" (lr {', '.join(f'{lr:g}' for lr in np.unique(cols['lr'][idx]))})" if "lr" in cols else ""
+            sides.append(f"{display_name(v)} {len(idx)} rows{lrs}")
+    return f"{where}: {' and '.join(sides)}"
+
+
+def _t_interval(estimate: float, se: float, df: int, level: float = 0.95) -> tuple[float, float, float]:
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return (estimate, estimate - half, estimate + half)
+
+
+def _mean_gap_interval(
+    gap: np.ndarray, cluster: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> tuple[tuple[float, float, float], str]:
+    """Mean gap with a 95% interval over clusters (seeds, or single pairs), and how it was made:
+    none from 1 cluster, Student t over the cluster means from fewer than MIN_BOOT_CLUSTERS, else a
+    percentile bootstrap of clusters."""
     labels, inverse = np.unique(cluster, return_inverse=True)
-    if labels.size < 2:
-        return (float(gap.mean()), float("nan"), float("nan"))
     sums, counts = np.bincount(inverse, gap), np.bincount(inverse)
+    if labels.size < 2:
+        return (float(gap.mean()), float("nan"), float("nan")), "no interval"
+    if labels.size < MIN_BOOT_CLUSTERS:
+        means = sums / counts
+        se = float(means.std(ddof=1) / np.sqrt(means.size))
+        return _t_interval(float(means.mean()), se, means.size - 1), "95% t-interval"
     pick = rng.integers(0, labels.size, size=(n_boot, labels.size))
-    return (float(gap.mean()), *interval(sums[pick].sum(1) / counts[pick].sum(1)))
+    return (float(gap.mean()), *interval(sums[pick].sum(1) / counts[pick].sum(1))), "95% bootstrap"
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -97,12 +146,29 @@ def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def gap_slope(p: Pairs, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Slope of the relative gap per doubling of M, with an interval from resampled pairs."""
+    """Slope of the relative gap per doubling of M, with a 95% interval: from the OLS standard error
+    (Student t, n - 2 degrees of freedom) over fewer than MIN_BOOT_CLUSTERS pairs, else from
+    resampled pairs. See `slope_method` for which."""
     x = np.log2(p.M)
-    if p.gap.size < 3 or np.unique(x).size < 2:  # no slope, or none to resample
-        return (float(_slope(x, p.gap)), float("nan"), float("nan"))
+    est = float(_slope(x, p.gap))
+    if p.gap.size < 3 or np.unique(x).size < 2:  # no slope, or no degree of freedom left for its error
+        return (est, float("nan"), float("nan"))
+    if p.gap.size < MIN_BOOT_CLUSTERS:
+        xc = x - x.mean()
+        resid = p.gap - p.gap.mean() - est * xc
+        se = float(np.sqrt((resid**2).sum() / (x.size - 2) / (xc**2).sum()))
+        return _t_interval(est, se, x.size - 2)
     pick = rng.integers(0, x.size, size=(n_boot, x.size))
-    return (float(_slope(x, p.gap)), *interval(_slope(x[pick], p.gap[pick])))
+    return (est, *interval(_slope(x[pick], p.gap[pick])))
+
+
+def slope_method(p: Pairs) -> str:
+    """How `gap_slope` makes its interval for these pairs."""
+    if p.gap.size < 3 or np.unique(p.M).size < 2:
+        return f"no interval ({p.gap.size} pairs)"
+    if p.gap.size < MIN_BOOT_CLUSTERS:
+        return f"95% t-interval from the OLS standard error over {p.gap.size} pairs"
+    return f"95% bootstrap over {p.gap.size} pairs"
 
 
 def _rows(fit: Fit) -> np.ndarray:
@@ -155,11 +221,17 @@ def _pct(t: tuple[float, float, float]) -> str:
     return f"{100 * t[0]:+.1f}% {ci}"
 
 
+_VERBS = {
+    LAGS_MORE: "grows from", SHRINKS: "shrinks from", ADVANTAGE_SHRINKS: "rises from", RISES: "rises from",
+    PULLS_AHEAD: "falls from", FALLS: "falls from",
+}  # fmt: skip
+
+
 def _sentence(variant: str, gaps: list[Gap], slope: tuple, delta_beta: tuple, conclusion: str) -> str:
     first, last = gaps[0], gaps[-1]
     if len(gaps) == 1:
         body = f"gap {_pct(first.measured)} at M={first.M:g} only"
-    elif verb := {LAGS_MORE: "grows from", SHRINKS: "shrinks from"}.get(conclusion):
+    elif verb := _VERBS.get(conclusion):
         body = f"gap {verb} {_pct(first.measured)} at M={first.M:g} to {_pct(last.measured)} at M={last.M:g}"
     else:
         body = f"gap {_pct(first.measured)} at M={first.M:g} and {_pct(last.measured)} at M={last.M:g}"
@@ -170,12 +242,26 @@ def _sentence(variant: str, gaps: list[Gap], slope: tuple, delta_beta: tuple, co
     return f"{display_name(variant)}: {body}: {conclusion}"
 
 
-def _conclusion(slope: tuple[float, float, float]) -> str:
+def _sign(t: tuple[float, float, float]) -> int:
+    """+1 if the interval is above 0, -1 if below, 0 if it covers 0 or there is none."""
+    return 1 if t[1] > 0 else -1 if t[2] < 0 else 0
+
+
+def _conclusion(slope: tuple[float, float, float], first: Gap, last: Gap) -> str:
+    """Words for the slope's interval and the measured gap at the smallest and largest M: a claim
+    about the sign of the gap only where its interval there excludes 0."""
     if not np.isfinite(slope[1:]).all():
         return TOO_FEW
+    if slope[1] <= 0 <= slope[2]:
+        return NO_EVIDENCE
+    at_first, at_last = _sign(first.measured), _sign(last.measured)
     if slope[1] > 0:
-        return LAGS_MORE
-    return SHRINKS if slope[2] < 0 else NO_EVIDENCE
+        if at_last > 0:
+            return LAGS_MORE
+        return ADVANTAGE_SHRINKS if -1 in (at_first, at_last) else RISES
+    if at_last < 0:
+        return PULLS_AHEAD
+    return SHRINKS if 1 in (at_first, at_last) else FALLS
 
 
 def verdict(
@@ -206,20 +292,24 @@ def verdict(
     for m in np.unique(p.M):
         at = p.M == m
         # resample seeds where there are enough to resample (3+), otherwise single trials
-        cluster = p.seed[at] if np.unique(p.seed[at]).size > 2 else np.arange(at.sum())
+        by_seed = np.unique(p.seed[at]).size > 2
+        cluster = p.seed[at] if by_seed else np.arange(at.sum())
         fitted = multiplier = nan3
         if joint is not None:
             own, ref = joint.fits[variant], joint.fits[baseline]
             fitted = _triple(_surface_gap(own, ref, p.N[at], p.D[at]).mean(axis=1))
             C = float(np.max(6.0 * p.N[at, 1] * p.D[at, 1]))  # the baseline's largest cell at this M
             multiplier = _triple(_multiplier(own, ref, C, float(np.median(p.D[at, 1] / p.N[at, 1]))))
-        measured = _mean_gap_interval(p.gap[at], cluster, n_boot, rng)
-        gaps.append(Gap(float(m), int(at.sum()), measured, fitted, multiplier))
+        measured, method = _mean_gap_interval(p.gap[at], cluster, n_boot, rng)
+        n = np.unique(cluster).size
+        clusters = f"{n} {'seed' if by_seed else 'pair'}{'s' * (n > 1)}"
+        method = f"{method} ({clusters})" if n < 2 else f"{method} over {clusters}"
+        gaps.append(Gap(float(m), int(at.sum()), measured, fitted, multiplier, method, clusters))
     slope = gap_slope(p, n_boot, rng)
     delta_beta = joint.difference("beta", variant, baseline) if joint is not None else nan3
-    conclusion = _conclusion(slope)
+    conclusion = _conclusion(slope, gaps[0], gaps[-1])
     sentence = _sentence(variant, gaps, slope, delta_beta, conclusion)
-    return Verdict(variant, gaps, slope, delta_beta, conclusion, sentence, p, joint, note)
+    return Verdict(variant, gaps, slope, delta_beta, conclusion, sentence, p, joint, note, slope_method(p))
 
 
 def verdicts(cols: Columns, *, n_kind: str = "table", n_boot: int = 1000, seed: int = 0) -> list[Verdict]:

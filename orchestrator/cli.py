@@ -92,7 +92,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         from analysis.report import write_report
 
         try:
-            out = write_report(args.results)
+            out = write_report(args.results, sweep=sweep.name)
             print(f"report: {out.get('html', out)}")
         except AnalysisError as e:  # e.g. every trial failed: the run's exit code stands
             print(f"tiedsweep: no report: {e}", file=sys.stderr)

@@ -130,3 +130,10 @@ def test_interval_is_nan_without_samples_and_keeps_infinite_ones():
     assert np.isnan(interval(np.array([1.0]))).all()
     lo, hi = interval(np.r_[np.ones(50), np.full(50, np.inf)])
     assert lo == 1.0 and hi == np.inf
+
+
+def test_holdout_with_too_few_cells_says_what_it_needs():
+    N, D = grid(sizes=7, multipliers=(20,))
+    D = D * np.array([1, 2, 4, 8, 1, 2, 4])  # 7 cells, several M
+    with pytest.raises(AnalysisError, match=r"hold-out needs at least 8 cells: .* leaves 5 to fit"):
+        holdout(N, D, chinchilla(N, D, **TRUTH))

@@ -11,7 +11,7 @@ from analysis import AnalysisError, plots
 from analysis.names import display_name
 from analysis.report import analyse, write_report
 from analysis.synthetic import TRUTH, synthetic_trials, write_results
-from analysis.tables import completed, load_evals, load_table, load_trials
+from analysis.tables import completed, load_evals, load_sweep_trials, load_table, load_trials
 from tiedsweep.cli import main
 
 TINY = {"d_models": (32, 64, 128), "multipliers": (5, 10, 20, 40), "seeds": (0,)}
@@ -122,3 +122,47 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
     (tmp_path / "nan.csv").write_text("N,D,loss\n" + "\n".join(f"{n},{20 * n},3" for n in range(1, 8)) + "\n1,2,nan\n")
     assert main(["fit", str(tmp_path / "nan.csv")]) == 2  # the NaN row is left out; one D/N remains
     assert "distinct values of M" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory):
+    """Sweep "a" with a manifest and rows of an earlier spec (other ids, absurd losses); sweep "b"
+    without a manifest, same trial ids as "a" but the variant 10% behind."""
+    root = tmp_path_factory.mktemp("two")
+    a = synthetic_trials(gaps={"tied_kv": (0.02, 0.0)}, **TINY)
+    old = {k: v.copy() for k, v in a.items()}
+    old["trial_id"] = np.char.add("old-", a["trial_id"].astype(str))
+    old["final_val_loss"] = old["final_val_loss"] * np.where(old["variant"] == "baseline", 1.0, 3.0)
+    write_results(root, {k: np.concatenate([a[k], old[k]]) for k in a}, sweep="a")
+    write_results(root, synthetic_trials(gaps={"tied_kv": (0.10, 0.0)}, rng=1, **TINY), sweep="b")
+    (root / "manifests").mkdir()
+    trials = [{"trial_id": str(t)} for t in a["trial_id"]]
+    (root / "manifests" / "a.json").write_text(json.dumps({"name": "a", "spec_path": "a.toml", "spec_text": "",
+                                                           "trials": trials}))  # fmt: skip
+    return root
+
+
+def test_rows_outside_the_manifest_are_left_out_and_counted(two_sweeps, tmp_path, capsys):
+    only_a, stale = load_sweep_trials(two_sweeps, sweep="a")
+    assert stale == {"a": 24} and only_a["trial_id"].size == 24 and set(only_a["sweep"]) == {"a"}
+    both = load_trials(two_sweeps)
+    assert both["trial_id"].size == 48 and not any(t.startswith("old-") for t in both["trial_id"])
+    a = analyse(two_sweeps, n_boot=10, sweep="a")
+    assert a.verdicts[0].gaps[0].measured[0] == pytest.approx(0.02, abs=0.01)  # no 3x losses pooled in
+    assert set(a.evals["trial_id"]) <= set(only_a["trial_id"])
+    assert main(["report", str(two_sweeps), "--sweep", "a", "--out", str(tmp_path), "--n-boot", "10"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "sweeps: a\n" in md and md.count("a: 24 rows of trials no longer in the sweep's spec left out") == 2
+    assert "95% t-interval over 3 pairs at M = 5, 10, 20, 40" in md and "| 3 pairs |" in md
+    capsys.readouterr()
+    with pytest.raises(AnalysisError, match=r"no trials of sweep 'c'.*\['a', 'b'\]"):
+        load_trials(two_sweeps, sweep="c")
+
+
+def test_all_sweeps_pair_within_each_sweep(two_sweeps):
+    a = analyse(two_sweeps, n_boot=10)
+    v = a.verdicts[0]
+    assert v.pairs.gap.size == 2 * 12  # 12 cells in each sweep, none paired across them
+    gaps = np.sort(v.pairs.gap)
+    assert gaps[:12] == pytest.approx(0.02, abs=0.01) and gaps[12:] == pytest.approx(0.10, abs=0.01)
+    assert "a: 24 rows" in a.notes[-1]

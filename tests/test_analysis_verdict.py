@@ -1,14 +1,33 @@
-"""The verdict on synthetic sweeps with a planted gap: growing, constant, none; and its refusals."""
+"""The verdict on synthetic sweeps with a planted gap: growing, constant, none, negative; its intervals and refusals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from analysis import AnalysisError
 from analysis.synthetic import synthetic_trials
 from analysis.tables import completed, select
-from analysis.verdict import LAGS_MORE, NO_EVIDENCE, pair, verdict, verdicts
+from analysis.verdict import (
+    ADVANTAGE_SHRINKS,
+    FALLS,
+    LAGS_MORE,
+    NO_EVIDENCE,
+    PULLS_AHEAD,
+    RISES,
+    SHRINKS,
+    TOO_FEW,
+    Gap,
+    Pairs,
+    _conclusion,
+    _mean_gap_interval,
+    gap_slope,
+    pair,
+    slope_method,
+    verdict,
+    verdicts,
+)  # fmt: skip
 
 SMALL = {"d_models": (64, 128, 256), "multipliers": (5, 10, 20, 40, 80, 160), "seeds": (0, 1)}
 
@@ -79,3 +98,88 @@ def test_a_single_token_multiplier_cannot_tell():
     v = verdict(select(t, t["tokens_per_param"] == 20), "tied_kv", n_boot=50)
     assert v.conclusion.startswith("too few") and "only" in v.sentence
     assert "distinct values of M" in v.note  # no joint fit at one M: N and D are confounded
+
+
+@pytest.mark.parametrize(
+    ("gap", "conclusion"),
+    [
+        ((-0.05, 0.01), ADVANTAGE_SHRINKS),  # -5% at M=5 to 0% at M=160: ahead, less so
+        ((-0.02, -0.004), PULLS_AHEAD),  # -2% to -4%
+        ((0.05, -0.008), SHRINKS),  # +5% to +1%
+    ],
+)
+def test_the_words_follow_the_sign_of_the_gap_as_well_as_the_slope(gap, conclusion):
+    v = verdict(cells({"tied_kv": gap}), "tied_kv", n_boot=100)
+    assert v.conclusion == conclusion, v.sentence
+    assert "lags more" not in v.sentence and v.sentence.endswith(conclusion)
+    assert (v.slope[1] > 0) == (gap[1] > 0) and (v.slope[2] < 0) == (gap[1] < 0)
+
+
+def test_a_gap_from_minus_five_to_minus_one_percent_is_a_shrinking_advantage():
+    v = verdict(cells({"tied_kv": (-0.05, 0.008)}), "tied_kv", n_boot=100)  # -5% to -1%
+    assert v.gaps[-1].measured[2] < 0 < v.slope[1]
+    assert v.conclusion == ADVANTAGE_SHRINKS and "gap rises from -4.9%" in v.sentence, v.sentence
+
+
+def test_words_never_claim_a_sign_the_interval_does_not_show():
+    def gap(est, lo, hi):
+        return Gap(5.0, 3, (est, lo, hi), (np.nan,) * 3, (np.nan,) * 3)
+
+    up, down, flat = (0.01, 0.005, 0.015), (-0.01, -0.015, -0.005), (0.01, -0.005, 0.02)
+    covers, above, below = gap(0.0, -0.01, 0.01), gap(0.02, 0.01, 0.03), gap(-0.02, -0.03, -0.01)
+    assert _conclusion(up, covers, above) == LAGS_MORE
+    assert _conclusion(up, below, covers) == ADVANTAGE_SHRINKS
+    assert _conclusion(up, covers, covers) == RISES
+    assert _conclusion(down, above, covers) == SHRINKS
+    assert _conclusion(down, covers, below) == PULLS_AHEAD
+    assert _conclusion(down, covers, covers) == FALLS
+    assert _conclusion(flat, below, above) == NO_EVIDENCE
+    assert _conclusion((0.01, np.nan, np.nan), below, above) == TOO_FEW
+
+
+def test_few_clusters_get_a_t_interval_and_one_gets_none():
+    rng = np.random.default_rng(0)
+    gap = np.array([0.01, 0.03, 0.02])
+    (est, lo, hi), method = _mean_gap_interval(gap, np.arange(3), 200, rng)
+    half = stats.t.ppf(0.975, 2) * gap.std(ddof=1) / np.sqrt(3)
+    assert method == "95% t-interval" and est == pytest.approx(0.02)
+    assert (lo, hi) == pytest.approx((0.02 - half, 0.02 + half))
+    (_, lo, hi), method = _mean_gap_interval(gap, np.zeros(3), 200, rng)  # one seed
+    assert method == "no interval" and np.isnan([lo, hi]).all()
+    many = rng.normal(0.02, 0.01, 12)
+    assert _mean_gap_interval(many, np.arange(12), 200, rng)[1] == "95% bootstrap"
+
+
+def test_t_interval_over_three_clusters_covers_where_the_bootstrap_does_not():
+    rng = np.random.default_rng(1)
+    draws = rng.normal(0.0, 1.0, (400, 3))
+    t_ends = np.array([_mean_gap_interval(d, np.arange(3), 0, rng)[0][1:] for d in draws])
+    t_cover = np.mean((t_ends[:, 0] <= 0) & (0 <= t_ends[:, 1]))
+    pick = rng.integers(0, 3, (400, 500, 3))
+    boot = np.take_along_axis(draws[:, None, :], pick, 2).mean(2)
+    boot_cover = np.mean((np.percentile(boot, 2.5, 1) <= 0) & (0 <= np.percentile(boot, 97.5, 1)))
+    assert 0.92 <= t_cover <= 0.98 and boot_cover < 0.8
+
+
+def test_slope_from_few_pairs_uses_the_ols_standard_error():
+    M = np.array([5.0, 10, 20, 40, 80])
+    g = np.array([0.010, 0.013, 0.019, 0.020, 0.027])
+    p = Pairs(M, np.zeros(5), g, np.ones((5, 2)), np.ones((5, 2)))
+    est, lo, hi = gap_slope(p, 100, np.random.default_rng(0))
+    fit = stats.linregress(np.log2(M), g)
+    half = stats.t.ppf(0.975, 3) * fit.stderr
+    assert (est, lo, hi) == pytest.approx((fit.slope, fit.slope - half, fit.slope + half))
+    assert "t-interval" in slope_method(p) and "5 pairs" in slope_method(p)
+
+
+def test_pairing_never_crosses_sweeps_and_names_averaged_cells():
+    t = cells({"tied_kv": (0.02, 0.0)})
+    t["sweep"] = np.where(t["variant"] == "baseline", "a", "b")
+    assert pair(t, "tied_kv").gap.size == 0
+    t = cells({"tied_kv": (0.02, 0.0)})
+    extra = select(t, (t["variant"] == "tied_kv") & (t["tokens_per_param"] == 20) & (t["d_model"] == 64))
+    extra["lr"] = np.full(extra["lr"].size, 1e-3)
+    p = pair({k: np.concatenate([t[k], extra[k]]) for k in t}, "tied_kv")
+    assert p.gap.size == 3 * 6 * 2  # lr is not a pairing key: the extra rows join their cells
+    assert len(p.averaged) == 2 and p.averaged[0].startswith("M=20, d_model=64")
+    assert "Q-K=V 2 rows (lr 0.001, 0.003)" in p.averaged[0]
