@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-from orchestrator.spec import SpecError, Sweep, dry_run_table, load_spec
+from orchestrator.plan import dry_run_table
+from orchestrator.spec import SpecError, Sweep, load_spec
 
 DEFAULT_RESULTS = "results"
 
@@ -100,8 +101,12 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def _train_tokens(sweep: Sweep) -> int | None:
+    """The corpus's training tokens for the dry run's epochs column. Tokenizing is only worth it for
+    small corpora (the stdlib, or a capped one); a cluster's FineWeb would take hours: "?" then."""
     from tiedattn.data import DataError, prepare_data
 
+    if sweep.data.corpus != "stdlib" and (sweep.data.max_bytes or 1 << 62) > 256 << 20:
+        return None
     try:
         return int(prepare_data(sweep.data).train.size)
     except DataError:

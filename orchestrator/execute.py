@@ -90,7 +90,7 @@ def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = No
                 f"{st.corpus_fingerprint}: not the same data"
             )
         result = train(trial, stop=_stopper(paths), progress=progress)
-        summary = {k: v for k, v in result.summary.items() if k not in ("device", "status")}
+        summary = {k: v for k, v in result.summary.items() if k != "status"}
         row.update(summary, status=result.status)
         row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")
         row["corpus_fingerprint"] = summary["corpus_fingerprint"]  # what this worker actually read
