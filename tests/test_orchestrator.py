@@ -293,3 +293,15 @@ def test_ray_start_cluster_run_address_and_submit(ray_cluster, cache_dir, tmp_pa
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SUCCEEDED" in out.stdout
     assert {r["status"] for r in _rows(results, "cl-submit")} == {"completed"}
+
+
+def test_worker_refuses_a_corpus_other_than_the_sweeps(cache_dir, tmp_path):
+    """A node whose corpus differs (another stdlib, edited files) must not train under the sweep's ids."""
+    from orchestrator.execute import Paths, execute
+
+    spec = write_spec(tmp_path / "s.toml", cache_dir, variants=("QKV",), multipliers=(2,))
+    (st,) = load_spec(str(spec)).trials
+    row, evals = execute(
+        dataclasses.replace(st, corpus_fingerprint="0" * 16), 0, Paths(str(tmp_path / "w"), None, None)
+    )
+    assert row["status"] == "failed" and "not the same data" in row["error"] and evals == []
