@@ -37,7 +37,11 @@ def write_spec(
     schedule: str = "cosine",
     seeds=(0,),
     cpus: float = 1,
+    sizes=("{ d_model = 32, n_layer = 1, n_head = 4 }",),
+    n_evals: int = 3,
+    extra: str = "",
 ) -> Path:
+    """A tiny sweep on the tests' stdlib corpus; `train` and `extra` (e.g. a [tune] section) are TOML text."""
     path.write_text(f"""
 name = "{name}"
 [data]
@@ -47,14 +51,15 @@ max_bytes = 1_500_000
 cache_dir = "{cache_dir}"
 [train]
 batch_size = 8
-n_evals = 3
+n_evals = {n_evals}
 eval_tokens = 2048
 {train}
+{extra}
 [resources]
 cpus = {cpus}
 [grid]
 variant = {json.dumps(list(variants))}
-size = [{{ d_model = 32, n_layer = 1, n_head = 4 }}]
+size = [{", ".join(sizes)}]
 tokens_per_param = {json.dumps(list(multipliers))}
 seq_len = [32]
 seed = {json.dumps(list(seeds))}
@@ -215,7 +220,8 @@ def test_resources_no_node_has(local_ray, cache_dir, tmp_path, capsys):
 
 @pytest.fixture
 def ray_cluster(cache_dir, tmp_path):
-    """A `ray start --head` cluster on 127.0.0.1 with token auth, stopped by its process group (never `ray stop`)."""
+    """A `ray start --head` cluster on 127.0.0.1 with token auth, stopped by its process group: never the
+    global stop command, which would end every Ray process on the machine."""
     import secrets
     import socket
 

@@ -3,7 +3,6 @@ rate lands inside the range, a rerun continues the same study, and specs use the
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from analysis.report import _tuned_rates
 from orchestrator.spec import SpecError, load_spec
 from orchestrator.status import format_status, sweep_status
 from orchestrator.tune import JOURNAL, fit_rule, read_tuned, tuned_lr, tuning_dir
-from tests.conftest import TINY_VOCAB
+from tests.test_orchestrator import write_spec as orchestrator_spec
 from tiedsweep.cli import main
 
 pytestmark = pytest.mark.slow
@@ -27,26 +26,9 @@ TUNE = "[tune]\ntokens_per_param = 2\nn_trials = 6\nlr_min = 1e-5\nlr_max = 1.0\
 
 
 def write_spec(path: Path, cache_dir: str, *, train: str = "", tune: str = TUNE, sizes=(T1,), variants=("QKV",)):
-    path.write_text(f"""
-name = "tn"
-[data]
-corpus = "stdlib"
-vocab_size = {TINY_VOCAB}
-max_bytes = 1_500_000
-cache_dir = "{cache_dir}"
-[train]
-batch_size = 8
-n_evals = 4
-eval_tokens = 2048
-{train}
-{tune}
-[grid]
-variant = {json.dumps(list(variants))}
-size = [{", ".join(sizes)}]
-tokens_per_param = [2, 4]
-seq_len = [32]
-""")
-    return path
+    return orchestrator_spec(
+        path, cache_dir, name="tn", variants=variants, train=train, sizes=sizes, n_evals=4, extra=tune
+    )
 
 
 def _study(results: Path) -> optuna.Study:
@@ -85,8 +67,9 @@ def test_tuning_finds_an_interior_rate_and_stores_the_study(tuned, capsys):
     assert tuning["finished"] == tuning["total"] == 6 and tuning["best_lr"] == best["lr"]
     assert "tn-baseline-d32l1h4: 6/6 trials; best lr" in format_status(sweep_status(str(results)))
     note, lines = _tuned_rates(results, ["tn", "other"])
-    assert "tuned" in note and lines == [f"tn, QKV: best d32l1h4 (N = 12,768): {best['lr']:.3g}; rule lr(N) = "
-                                         f"{best['lr']:.3g} x N^0.000"]  # fmt: skip
+    assert "tuned" in note and lines == [
+        f"tn, QKV: best d32l1h4 (N = 12,768): {best['lr']:.3g}; rule lr(N) = {best['lr']:.3g} x N^0.000"
+    ]
 
 
 def test_a_rerun_continues_the_same_study(tuned):
