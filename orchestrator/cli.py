@@ -248,6 +248,8 @@ def tune_cmd(args: argparse.Namespace) -> int:
 def compact_cmd(args: argparse.Namespace) -> int:
     from orchestrator.results import compact
 
+    if "://" not in args.results and not os.path.isdir(os.path.join(args.results, "trials")):
+        return _fail(f"{args.results}: no results here (no trials/ folder)")
     counts = compact(args.results, args.sweep)
     for table, c in counts.items():
         print(f"{table}: {c['files_before']} -> {c['files_after']} files, {c['rows_after']} rows")

@@ -79,6 +79,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         raise SchedulingError(f"cannot connect to Ray at {address or 'embedded'}: {e}{hint}") from e
 
 
+def cluster_slots(cpus: float, gpus: float) -> int:
+    """How many tasks of this size the connected cluster runs at once."""
+    total = ray.cluster_resources()
+    n = int(total.get("CPU", 0) // cpus) if cpus else 1 << 30
+    return max(1, min(n, int(total.get("GPU", 0) // gpus) if gpus else n))
+
+
 def check_resources(trials: list[SweepTrial]) -> list[str]:
     """One line per distinct (cpus, gpus) request that no alive node can satisfy."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -163,7 +170,11 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     todo = select(trials, latest, opts.retry, opts.order)
     diverged = {st.trial_id for st in todo if latest.get(st.trial_id, {}).get("status") == "diverged"}
     progress = _Progress(len(todo), sum(st.flops for st in todo), opts.quiet)
-    cap = opts.max_concurrent or len(todo) or 1
+    # As many in flight as the cluster runs at once, plus one queued in Ray so that a freed slot starts
+    # the next trial at once (the driver's bookkeeping between trials reads the results: ~0.5 s per
+    # 500 files). A trial holds its lease only from then on, so a second driver on the same results
+    # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
+    cap = opts.max_concurrent or 1 + max((cluster_slots(st.cpus, st.gpus) for st in todo), default=1)
     in_flight: dict = {}  # ObjectRef -> (SweepTrial, attempt)
 
     def submit(st: SweepTrial, attempt: int) -> None:
@@ -358,10 +369,7 @@ class TaskPool:
         return len(self.in_flight)
 
     def slots(self, cpus: float, gpus: float) -> int:
-        """How many tasks of this size the cluster runs at once."""
-        total = ray.cluster_resources()
-        n = int(total.get("CPU", 0) // cpus) if cpus else 1 << 30
-        return max(1, min(n, int(total.get("GPU", 0) // gpus) if gpus else n))
+        return cluster_slots(cpus, gpus)
 
 
 def shutdown() -> None:

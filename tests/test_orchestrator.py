@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -311,3 +312,17 @@ def test_worker_refuses_a_corpus_other_than_the_sweeps(cache_dir, tmp_path):
         dataclasses.replace(st, corpus_fingerprint="0" * 16), 0, Paths(str(tmp_path / "w"), None, None)
     )
     assert row["status"] == "failed" and "not the same data" in row["error"] and evals == []
+
+
+def test_two_drivers_on_one_results_dir_run_each_trial_once(cache_dir, tmp_path):
+    results = tmp_path / "results"
+    spec = write_spec(tmp_path / "s.toml", cache_dir, name="two", multipliers=(8, 12, 16))
+    args = ["run", str(spec), "--results", str(results), "--num-cpus", "1", "--quiet"]
+    first, second = _driver(args), _driver(args)
+    outs = [d.communicate(timeout=400)[0] for d in (first, second)]
+    assert first.returncode == second.returncode == 0, outs
+    rows = _rows(results, "two", latest=False)
+    assert sorted(r["trial_id"] for r in rows) == sorted({r["trial_id"] for r in rows}) and len(rows) == 6
+    assert {r["status"] for r in rows} == {"completed"} and {r["attempt"] for r in rows} == {0}
+    # A driver leases only what it can run now (1 slot each here), so both share the work.
+    assert all(re.search(r"two: [1-6] completed", out) for out in outs), outs
