@@ -215,7 +215,7 @@ def train(
         saved = torch.load(source, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng_cpu"])
+        torch.set_rng_state(saved["rng_cpu"].cpu())  # map_location moved it to the device
         state.update(saved["state"])
         if source == trial.init_from:  # a branch keeps the trunk's step and history, not its clock
             state.update(wall_s=0.0, evals=[e for e in state["evals"] if e["step"] <= state["step"]])
