@@ -22,7 +22,7 @@ import dataclasses
 from collections import defaultdict
 
 from orchestrator.spec import RUNTIME_FIELDS, SweepTrial, content_hash
-from tiedattn.accounting import account
+from tiedattn.accounting import training_flops
 
 
 def branch_step(tokens: int, tokens_per_step: int, cooldown_frac: float) -> int:
@@ -49,10 +49,10 @@ def plan_branches(trials: list[SweepTrial]) -> list[SweepTrial]:
         m = mcfg
         trunk = dataclasses.replace(
             first,
-            trial_id=f"trunk-{m.variant}-d{m.d_model}l{m.n_layer}h{m.n_head}-s{tcfg.seed}-{digest}",
+            trial_id=f"trunk-{m.variant}-{m.label}-s{tcfg.seed}-{digest}",
             trial=dataclasses.replace(first.trial, train=trunk_train),
             tokens_per_param=0.0,  # not a budget of its own
-            flops=account(dataclasses.replace(m, seq_len=tcfg.seq_len)).flops_per_token * trunk_tokens,
+            flops=training_flops(m, tcfg.seq_len, trunk_tokens),
             role="trunk",
         )
         out.append(trunk)

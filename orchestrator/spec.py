@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 from orchestrator.ladder import LADDER
 from orchestrator.results import check_name
 from orchestrator.tune import TUNED, TuneConfig, model_n, tuned_lr
-from tiedattn.accounting import account, match_params
+from tiedattn.accounting import account, match_params, training_flops
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
 from tiedattn.model import ModelConfig
@@ -483,7 +483,7 @@ def _trial(
         **train_kw,
     )
     trial = Trial(cfg, tcfg, data)
-    flops = account(dataclasses.replace(cfg, seq_len=v["seq_len"])).flops_per_token * tokens
+    flops = training_flops(cfg, v["seq_len"], tokens)
     payload = {
         "model": dataclasses.asdict(cfg),
         "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in RUNTIME_FIELDS},

@@ -46,7 +46,7 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
                 fresh = lease is not None and time.time() - lease.heartbeat < LEASE_TTL_S and owner_alive(lease.owner)
                 state = "running" if fresh else state  # a dead driver's lease is not a running trial
             m = st.trial.model
-            by_cell[st.row()["variant"]][f"d{m.d_model}l{m.n_layer}h{m.n_head}"][state] += 1
+            by_cell[st.row()["variant"]][m.label][state] += 1
             totals[state] += 1
             if state == "completed":
                 tokens_done += row["tokens"] or 0

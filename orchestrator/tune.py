@@ -42,7 +42,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from tiedattn.accounting import account
+from tiedattn.accounting import account, training_flops
 from tiedattn.model import ModelConfig
 from tiedattn.train import total_steps, train
 
@@ -86,10 +86,6 @@ class TuneConfig:
         if self.parallel is not None and self.parallel < 1:
             errs.append(f"parallel: must be >= 1 (or left out: as many as the cluster fits), got {self.parallel}")
         return errs
-
-
-def size_label(m: ModelConfig) -> str:
-    return f"d{m.d_model}l{m.n_layer}h{m.n_head}"
 
 
 def model_n(model: ModelConfig, n_basis: str) -> int:
@@ -198,7 +194,7 @@ def proxy_trial(sweep: Sweep, variant: str, label: str, tokens_per_param: float)
     cells = [
         st
         for st in sweep.trials
-        if st.role != "trunk" and st.trial.model.variant == variant and size_label(st.trial.model) == label
+        if st.role != "trunk" and st.trial.model.variant == variant and st.trial.model.label == label
     ]
     st = min(cells, key=lambda s: s.trial.train.tokens)  # the first in grid order among equals
     m, t = st.trial.model, st.trial.train
@@ -206,7 +202,7 @@ def proxy_trial(sweep: Sweep, variant: str, label: str, tokens_per_param: float)
     per_step = t.batch_size * (t.seq_len or m.seq_len)
     tokens = max(1, math.ceil(tokens_per_param * n / per_step)) * per_step
     train_cfg = dataclasses.replace(t, tokens=tokens, save_at_steps=(), threads=max(1, int(st.cpus)))
-    flops = account(dataclasses.replace(m, seq_len=t.seq_len or m.seq_len)).flops_per_token * tokens
+    flops = training_flops(m, t.seq_len or m.seq_len, tokens)
     proxy = dataclasses.replace(
         st,
         trial_id=f"tune-{variant}-{label}",

@@ -70,6 +70,11 @@ def account(cfg: ModelConfig, dtype: str = "bf16") -> Accounting:
     )
 
 
+def training_flops(cfg: ModelConfig, seq_len: int, tokens: int) -> float:
+    """C = flops_per_token at the training context seq_len x tokens."""
+    return account(dataclasses.replace(cfg, seq_len=seq_len)).flops_per_token * tokens
+
+
 def match_params(cfg: ModelConfig, reference: str = "baseline") -> ModelConfig:
     """Widen (or narrow) d_ff so non-embedding params match `reference` of the same shape.
 

@@ -40,6 +40,11 @@ class ModelConfig:
         return 4 * self.d_model if self.d_ff is None else self.d_ff
 
     @property
+    def label(self) -> str:
+        """The shape as trial ids, studies and tables name it: d{d_model}l{n_layer}h{n_head}."""
+        return f"d{self.d_model}l{self.n_layer}h{self.n_head}"
+
+    @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
