@@ -43,10 +43,10 @@ def _linear(n_in: int, n_out: int, bias: bool) -> int:
 
 
 def attention_params(cfg: ModelConfig) -> int:
-    """One layer's attention: d x qkv_out (+bias) + d x d output (+bias) (+ 2H for linear_v)."""
+    """One layer's attention: d x qkv_out (+bias) + d x d output (+bias) + H per per-head scalar (linear_v: 2H)."""
     variant = parse_variant(cfg.variant)
     n = _linear(cfg.d_model, qkv_out_features(variant, cfg), cfg.bias) + _linear(cfg.d_model, cfg.d_model, cfg.bias)
-    return n + (2 * cfg.n_head if variant.family == "linear_v" else 0)
+    return n + len(variant.spec.head_params) * cfg.n_head
 
 
 def account(cfg: ModelConfig, dtype: str = "bf16") -> Accounting:

@@ -20,6 +20,7 @@ the cache holds one pre-RoPE tensor per token (rotated on use).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,71 +31,29 @@ from torch import nn
 @dataclass(frozen=True)
 class Variant:
     name: str  # canonical name, e.g. "tied_kv_gqa4"
-    family: str  # key of QKV_FNS / projection layout, e.g. "tied_kv_gqa"
-    groups: int | None  # kv heads for the gqa families; None = n_head
-    projections: int  # distinct d -> (heads * hd) projections: how many outputs the fused W has
-    cached: int  # tensors cached per kv head per token: 2 (K and V) or 1 (K only)
+    family: str  # key of FAMILIES, e.g. "tied_kv_gqa"
+    groups: int | None  # kv heads for the grouped families; None = n_head
+
+    @property
+    def spec(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
+    def projections(self) -> int:
+        return self.spec.projections
+
+    @property
+    def cached(self) -> int:
+        return self.spec.cached
 
     @property
     def paper(self) -> str:
-        g = self.groups
-        return {
-            "baseline": "QKV",
-            "tied_kv": "Q-K=V",
-            "tied_qk": "Q=K-V",
-            "tied_qkv": "Q=K=V",
-            "gqa": "MQA" if g == 1 else f"GQA-{g}",
-            "tied_kv_gqa": "Q-MQA" if g == 1 else f"Q-GQA-{g}",
-            "linear_v": "V=aQ+bK",
-            "v_q_minus_k": "V=Q-K",
-        }[self.family]
+        """The paper's notation: QKV, Q-K=V, GQA-4, MQA, Q-GQA-4, ..."""
+        spec = self.spec
+        return spec.paper_one if self.groups == 1 and spec.paper_one else spec.paper.format(g=self.groups)
 
     def n_kv_head(self, n_head: int) -> int:
         return n_head if self.groups is None else self.groups
-
-
-# family -> (projections, cached). GQA families have 1 full-width q plus narrow k (and v).
-_FAMILIES = {
-    "baseline": (3, 2),
-    "tied_kv": (2, 1),
-    "tied_qk": (2, 2),
-    "tied_qkv": (1, 1),
-    "gqa": (3, 2),
-    "tied_kv_gqa": (2, 1),
-    "linear_v": (2, 2),
-    "v_q_minus_k": (2, 2),
-}
-_PAPER_ALIASES = {
-    "qkv": "baseline",
-    "q-k=v": "tied_kv",
-    "q=k-v": "tied_qk",
-    "q=k=v": "tied_qkv",
-    "mqa": "gqa1",
-    "q-mqa": "tied_kv_gqa1",
-    "tied_kv_mqa": "tied_kv_gqa1",
-    "v=aq+bk": "linear_v",
-    "v=q-k": "v_q_minus_k",
-}
-KNOWN = "baseline, tied_kv, tied_qk, tied_qkv, gqa{g}, mqa, tied_kv_gqa{g}, tied_kv_mqa, linear_v, v_q_minus_k"
-
-
-def parse_variant(name: str) -> Variant:
-    """Canonical name or paper alias (case-insensitive: 'Q-K=V', 'GQA-4', 'Q-GQA-4') -> Variant."""
-    key = _PAPER_ALIASES.get(name.strip().lower(), name.strip().lower())
-    key = re.sub(r"^q-gqa-?(\d+)$", r"tied_kv_gqa\1", key)
-    key = re.sub(r"^gqa-(\d+)$", r"gqa\1", key)
-    m = re.fullmatch(r"(gqa|tied_kv_gqa)(\d+)", key)
-    if m:
-        family, groups = m.group(1), int(m.group(2))
-        if groups < 1:
-            raise ValueError(f"variant: '{name}' needs at least 1 kv head")
-        canonical = {("gqa", 1): "mqa", ("tied_kv_gqa", 1): "tied_kv_mqa"}.get((family, groups), key)
-    elif key in _FAMILIES and key not in ("gqa", "tied_kv_gqa"):
-        family, groups, canonical = key, None, key
-    else:
-        raise ValueError(f"variant: unknown '{name}' (known: {KNOWN}, or the paper's QKV, Q-K=V, GQA-4, ...)")
-    projections, cached = _FAMILIES[family]
-    return Variant(canonical, family, groups, projections, cached)
 
 
 def _heads(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -135,16 +94,67 @@ def _v_q_minus_k(m: Attention, x: torch.Tensor):
     return q, k, q - k
 
 
-QKV_FNS = {
-    "baseline": _baseline,
-    "gqa": _baseline,
-    "tied_kv": _tied_kv,
-    "tied_kv_gqa": _tied_kv,
-    "tied_qk": _tied_qk,
-    "tied_qkv": _tied_qkv,
-    "linear_v": _linear_v,
-    "v_q_minus_k": _v_q_minus_k,
+@dataclass(frozen=True)
+class Family:
+    """One row of the variant table: everything that makes a variant family what it is."""
+
+    qkv: Callable  # (attention module, x) -> (q, k, v), each (B, heads, T, hd); tied outputs are one tensor
+    projections: int  # distinct d -> (heads * hd) projections: how many outputs the fused W has
+    cached: int  # tensors cached per kv head per token: 2 (K and V) or 1 (K only)
+    paper: str  # the paper's name; "{g}" stands for the kv heads of a grouped family
+    grouped: bool = False  # 1 full-width q plus g narrow kv heads (the name carries g: gqa4)
+    head_params: tuple[tuple[str, float], ...] = ()  # learned per-head scalars: (name, initial value)
+    name_one: str = ""  # grouped families: the canonical name at g = 1
+    paper_one: str = ""  # grouped families: the paper's name at g = 1
+
+
+# The variant table (the module docstring shows it as prose). Adding a variant is one qkv function
+# above and one row here; parsing, the model, accounting and analysis's names all read this table.
+FAMILIES: dict[str, Family] = {
+    "baseline": Family(_baseline, 3, 2, "QKV"),
+    "tied_kv": Family(_tied_kv, 2, 1, "Q-K=V"),
+    "tied_qk": Family(_tied_qk, 2, 2, "Q=K-V"),
+    "tied_qkv": Family(_tied_qkv, 1, 1, "Q=K=V"),
+    "gqa": Family(_baseline, 3, 2, "GQA-{g}", grouped=True, name_one="mqa", paper_one="MQA"),
+    "tied_kv_gqa": Family(_tied_kv, 2, 1, "Q-GQA-{g}", grouped=True, name_one="tied_kv_mqa", paper_one="Q-MQA"),
+    # v = a q + b k per head, starting as v = k (the tied_kv model)
+    "linear_v": Family(_linear_v, 2, 2, "V=aQ+bK", head_params=(("v_a", 0.0), ("v_b", 1.0))),
+    "v_q_minus_k": Family(_v_q_minus_k, 2, 2, "V=Q-K"),
 }
+BASELINE = "baseline"
+_ALIASES = {f.paper.lower(): name for name, f in FAMILIES.items() if not f.grouped}  # "q-k=v" -> "tied_kv"
+KNOWN = ", ".join(f"{n}{{g}}, {f.name_one}" if f.grouped else n for n, f in FAMILIES.items())
+
+
+def parse_variant(name: str) -> Variant:
+    """Canonical name or paper alias (case-insensitive: 'Q-K=V', 'GQA-4', 'Q-GQA-4') -> Variant."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    for family, spec in FAMILIES.items():
+        if spec.grouped:  # GQA-4 -> gqa4, Q-GQA-4 -> tied_kv_gqa4, MQA -> gqa1, tied_kv_mqa -> tied_kv_gqa1
+            paper = re.escape(spec.paper.split("{g}")[0].rstrip("-").lower()) + r"-?(\d+)"
+            key = re.sub(f"^{paper}$", rf"{family}\1", key)
+            if key in (spec.paper_one.lower(), spec.name_one):
+                key = f"{family}1"
+    m = re.fullmatch(r"([a-z_]+?)(\d+)", key)
+    if m and m.group(1) in FAMILIES and FAMILIES[m.group(1)].grouped:
+        family, groups = m.group(1), int(m.group(2))
+        if groups < 1:
+            raise ValueError(f"variant: '{name}' needs at least 1 kv head")
+        canonical = FAMILIES[family].name_one if groups == 1 else key
+    elif key in FAMILIES and not FAMILIES[key].grouped:
+        family, groups, canonical = key, None, key
+    else:
+        raise ValueError(f"variant: unknown '{name}' (known: {KNOWN}, or the paper's QKV, Q-K=V, GQA-4, ...)")
+    return Variant(canonical, family, groups)
+
+
+def paper_name(variant: str) -> str:
+    """The paper's notation of a variant (`tied_kv` -> `Q-K=V`); an unknown name is returned as-is."""
+    try:
+        return parse_variant(variant).paper
+    except ValueError:
+        return variant
 
 
 def rope_cache(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,13 +185,12 @@ class Attention(nn.Module):
         self.kv_dim = self.n_kv_head * (cfg.d_model // cfg.n_head)
         self.qkv = nn.Linear(cfg.d_model, qkv_out_features(self.variant, cfg), bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        if self.family == "linear_v":  # v = a q + b k, starts as v = k (the tied_kv model)
-            self.v_a = nn.Parameter(torch.zeros(cfg.n_head))
-            self.v_b = nn.Parameter(torch.ones(cfg.n_head))
+        for name, init in self.variant.spec.head_params:
+            setattr(self, name, nn.Parameter(torch.full((cfg.n_head,), init)))
 
     def project(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(q, k, v) as the core sees them: the variant's projections, then RoPE on q and k."""
-        q, k, v = QKV_FNS[self.family](self, x)  # (B, H, T, hd), (B, g, T, hd), (B, g, T, hd)
+        q, k, v = self.variant.spec.qkv(self, x)  # (B, H, T, hd), (B, g, T, hd), (B, g, T, hd)
         if rope is not None:
             q_rot = apply_rope(q, *rope)
             k = q_rot if k is q else apply_rope(k, *rope)  # q = k stays one rotation
@@ -199,6 +208,6 @@ def qkv_out_features(variant: Variant, cfg) -> int:
     """Width of the fused input projection: one d-wide q (if not tied) plus kv-wide k (and v)."""
     hd = cfg.d_model // cfg.n_head
     kv_dim = variant.n_kv_head(cfg.n_head) * hd
-    if variant.family in ("gqa", "tied_kv_gqa"):
+    if variant.spec.grouped:
         return cfg.d_model + (variant.projections - 1) * kv_dim
     return variant.projections * cfg.d_model

@@ -53,6 +53,9 @@ class DataConfig:
     cache_dir: str | None = None  # None -> $TIEDSWEEP_CACHE or ~/.cache/tiedsweep
 
 
+DATA_RUNTIME_FIELDS = ("cache_dir",)  # where the tokens are cached, not which tokens: left out of trial ids
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: comparing memmaps elementwise is never what is meant
 class TokenData:
     train: np.ndarray  # 1-D memmap of token ids, training documents each followed by eot

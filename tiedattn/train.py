@@ -66,6 +66,11 @@ class TrainConfig:
         return errs
 
 
+# Fields that never change a result (left out of trial ids and of the results columns); `tokens` is
+# the budget, set by the orchestrator from tokens_per_param, and written as an outcome column.
+RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")
+
+
 @dataclass(frozen=True)
 class Trial:
     model: ModelConfig

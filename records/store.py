@@ -1,7 +1,5 @@
-"""Trial and eval results: Parquet files with one declared schema, hive-partitioned by sweep.
-
-    DIR/trials/sweep=<name>/part-<trial_id>-a<attempt>-<uuid8>.parquet   one row: the attempt's outcome
-    DIR/evals/sweep=<name>/part-<trial_id>-a<attempt>-<uuid8>.parquet    that attempt's eval curve
+"""Trial and eval results: Parquet files with one declared schema (schema.py), hive-partitioned by
+sweep (layout.py). The readers here are the only ones: the orchestrator and analysis both use them.
 
 DIR is a local path or a URI that pyarrow.fs understands (s3://, gs://, file://). Every file has
 one writer and appears under its final name in one move, so readers never see half a file. The
@@ -13,8 +11,6 @@ only evals whose attempt has a trials row. pandas, polars and DuckDB read the sa
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -25,102 +21,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+from records.layout import TRUNK_SCHEDULE, check_name, filesystem_for, table_dir
+from records.manifest import manifest_ids
+from records.schema import ENUMS, EVALS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
 
-
-def _col(name: str, type_: pa.DataType, doc: str = "", required: bool = False) -> pa.Field:
-    # The doc travels in each file's field metadata, so a reader without this repo still gets it.
-    return pa.field(name, type_, nullable=not required, metadata={"doc": doc} if doc else None)
-
-
-def _config(name: str, type_: pa.DataType, doc: str = "") -> pa.Field:
-    # Config is known before a trial starts, so even a failure row has all of it.
-    return _col(name, type_, doc, required=True)
-
-
-_META = {"tiedsweep.schema_version": str(SCHEMA_VERSION)}
-_UTC_US = pa.timestamp("us", tz="UTC")
-
-# Required (non-nullable) columns are identity and config; accounting and outcome may be null
-# because a trial can fail before the model is built. New columns must be nullable, so files
-# written under older schema versions still read (the column comes back null).
-TRIALS_SCHEMA = pa.schema(
-    [
-        _col("trial_id", pa.string(), "<name>-<hash> of the trial config", required=True),
-        _col("attempt", pa.int64(), "0-based; a retry or resume is a new attempt", required=True),
-        _col("status", pa.string(), "completed|failed|diverged|interrupted", required=True),
-        _config("variant", pa.string(), "attention variant: key of the tiedattn registry"),
-        _config("d_model", pa.int64()),
-        _config("n_layer", pa.int64()),
-        _config("n_head", pa.int64()),
-        _config("d_ff", pa.int64()),
-        _config("n_kv_head", pa.int64()),
-        _config("vocab_size", pa.int64()),
-        _config("seq_len", pa.int64()),
-        _config("pos", pa.string(), "position encoding"),
-        _config("norm", pa.string()),
-        _config("bias", pa.bool_()),
-        _config("tie_embeddings", pa.bool_(), "input embedding shared with the output head"),
-        _config("batch_size", pa.int64(), "sequences per optimizer step"),
-        _config("lr", pa.float64(), "peak learning rate"),
-        _config("schedule", pa.string()),
-        _config("warmup_frac", pa.float64(), "fraction of total steps"),
-        _config("cooldown_frac", pa.float64(), "fraction of total steps"),
-        _config("cooldown_shape", pa.string()),
-        _config("weight_decay", pa.float64()),
-        _config("seed", pa.int64()),
-        _config("tokens_per_param", pa.float64(), "training tokens / params counted per n_basis"),
-        _config("tokens_basis", pa.string(), "baseline|own: whose param count sets the token budget"),
-        _config("n_basis", pa.string(), "non_embedding|total: which param count tokens_per_param uses"),
-        _config("match", pa.string(), "none|params: d_ff adjusted to match the baseline's params"),
-        _config("corpus", pa.string()),
-        _config("corpus_fingerprint", pa.string(), "hash of the tokenized corpus: equal means same data"),
-        _col("branch_of", pa.string(), "trunk trial id of a WSD cooldown branch; null otherwise"),
-        _col("params_total", pa.int64()),
-        _col("params_non_embedding", pa.int64()),
-        _col("params_attention", pa.int64()),
-        _col("tokens", pa.int64(), "planned training tokens"),
-        _col("flops_per_token", pa.float64(), "training FLOPs per token, forward + backward"),
-        _col("flops", pa.float64(), "flops_per_token * tokens"),
-        _col("kv_bytes_per_token", pa.int64(), "inference KV-cache bytes per token, all layers"),
-        _col("epochs", pa.float64(), "tokens / corpus tokens"),
-        _col("repeats_data", pa.bool_(), "epochs > 1: some data seen twice"),
-        _col("final_train_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
-        _col("final_val_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
-        _col("tokens_per_s", pa.float64()),
-        _col("wall_s", pa.float64()),
-        _col("steps", pa.int64(), "optimizer steps taken, counting any before a resume"),
-        _col("resumed_from_step", pa.int64(), "checkpoint step this attempt resumed from; null if fresh"),
-        _col("host", pa.string()),
-        _col("device", pa.string(), "cpu (fp32) or cuda (bf16 autocast): the precision the trial trained in"),
-        _col("git_sha", pa.string()),
-        _col("error", pa.string(), "why a failed/diverged/interrupted attempt stopped"),
-        _col("started_at", _UTC_US),
-        _col("finished_at", _UTC_US),
-        _col("schema_version", pa.int32(), required=True),
-    ],
-    metadata=_META,
-)
-
-EVALS_SCHEMA = pa.schema(
-    [
-        _col("trial_id", pa.string(), required=True),
-        _col("attempt", pa.int64(), required=True),
-        _col("step", pa.int64(), required=True),
-        _col("tokens", pa.int64(), "training tokens seen at this step", required=True),
-        _col("train_loss", pa.float64()),
-        _col("val_loss", pa.float64()),
-        _col("lr", pa.float64(), "learning rate at this step"),
-    ],
-    metadata=_META,
-)
-
-_ENUMS = {
-    "status": ("completed", "failed", "diverged", "interrupted"),
-    "tokens_basis": ("baseline", "own"),
-    "n_basis": ("non_embedding", "total"),
-    "match": ("none", "params"),
-}
 _SWEEP = pa.field("sweep", pa.string(), metadata={"doc": "hive partition key: the sweep=<name> directory"})
 _PARTITIONING = ds.partitioning(pa.schema([_SWEEP]), flavor="hive")
 _TRIAL_KEYS = ["trial_id", "attempt"]
@@ -133,22 +37,6 @@ _STALE_TMP_S = 3600.0
 # compact() may delete a part file between a reader's listing and its read; re-listing finds the
 # merged file instead. Three tries covers back-to-back compactions.
 _READ_TRIES = 3
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def check_name(value: str, what: str) -> str:
-    """Raise ValueError unless `value` is safe as a path component and a hive partition value."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValueError(f"{what} {value!r}: use letters, digits, '.', '_', '-' (not first)")
-    return value
-
-
-def filesystem_for(results_dir: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in results_dir:
-        return pafs.FileSystem.from_uri(results_dir)
-    return pafs.LocalFileSystem(), os.path.abspath(results_dir)
-
-
 def _timestamp(value: object, column: str) -> object:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, tz=timezone.utc)
@@ -166,7 +54,7 @@ def _to_table(rows: list[dict], schema: pa.Schema, what: str) -> pa.Table:
         missing = [f.name for f in schema if not f.nullable and row.get(f.name) is None]
         if missing:
             raise ValueError(f"{what}: required column(s) missing: {missing}")
-        for column, allowed in _ENUMS.items():
+        for column, allowed in ENUMS.items():
             if column in schema.names and row[column] not in allowed:
                 raise ValueError(f"{what}: {column}={row[column]!r} not in {allowed}")
     return pa.Table.from_pylist(rows, schema=schema)
@@ -220,8 +108,7 @@ def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list
 def _scan(
     results_dir: str, table: str, schema: pa.Schema, sweep: str | None, where: pc.Expression | None = None
 ) -> pa.Table:
-    filesystem, base = filesystem_for(results_dir)
-    root = f"{base}/{table}"
+    filesystem, root = table_dir(results_dir, table)
     source = root if sweep is None else f"{root}/sweep={check_name(sweep, 'sweep')}"
     read_schema = schema.append(_SWEEP)
 
@@ -343,3 +230,23 @@ def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, i
             c["files_after"] += min(len(parts), 1)
             c["rows_after"] += rows
     return counts
+
+
+def planned_trials(results_dir: str, sweep: str | None = None) -> tuple[pa.Table, dict[str, int]]:
+    """The results a sweep's analysis reads: the latest attempt of each trial that its sweep's
+    manifest lists (every row of a sweep without a manifest), WSD trunks left out (a trunk is the
+    shared stable phase of its branches, not a budget of its own); and per sweep the number of
+    rows left out because their ids are not in the manifest (trials of an earlier spec)."""
+    table = read_trials(results_dir, sweep)
+    stale: dict[str, int] = {}
+    keep = pc.not_equal(table["schedule"], TRUNK_SCHEDULE)
+    for name in sorted(set(table["sweep"].to_pylist())):
+        ids = manifest_ids(results_dir, name)
+        if ids is None:  # no manifest (e.g. results written by hand): every row counts
+            continue
+        at = pc.equal(table["sweep"], name)
+        gone = pc.and_(at, pc.invert(pc.is_in(table["trial_id"], pa.array(sorted(ids), pa.string()))))
+        keep = pc.and_(keep, pc.invert(gone))
+        if n := pc.sum(gone).as_py():
+            stale[name] = n
+    return table.filter(pc.fill_null(keep, True)), stale

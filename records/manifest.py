@@ -1,0 +1,66 @@
+"""Versioned sweep manifests: DIR/manifests/<sweep>.json, the planned trials of a sweep's latest run.
+
+    {"format": 2, "results_version": 2, "name", "spec_path", "spec_text", "trials": [...]}
+
+The orchestrator serializes its trials into "trials" (every config field) so that `resume` and
+`status` need no spec; analysis reads only their ids. A manifest written by another results
+version is refused with one line (ResultsVersionError): its trial ids were made by other rules.
+Written atomically (temp file + rename) like everything under DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pyarrow.fs as pafs
+
+from records.ids import RESULTS_VERSION
+from records.layout import manifest_path
+
+FORMAT = 2
+
+
+class ResultsVersionError(ValueError):
+    """Results written by another version of tiedsweep (other id rules); the message is one line."""
+
+
+def write_manifest_doc(results_dir: str, name: str, spec_path: str, spec_text: str, trials: list[dict]) -> None:
+    fs, folder, path = manifest_path(results_dir, name)
+    doc = {"format": FORMAT, "results_version": RESULTS_VERSION, "name": name, "spec_path": spec_path}
+    doc |= {"spec_text": spec_text, "trials": trials}
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/_tmp-{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(doc).encode())
+    fs.move(tmp, path)
+
+
+def read_manifest_doc(results_dir: str, name: str) -> dict:
+    """The manifest of sweep `name`. FileNotFoundError if none; ResultsVersionError if another
+    version of tiedsweep wrote it."""
+    fs, _, path = manifest_path(results_dir, name)
+    with fs.open_input_stream(path) as f:
+        doc = json.loads(f.read())
+    found = doc.get("results_version", 1)
+    if found != RESULTS_VERSION:
+        raise ResultsVersionError(
+            f"{path}: written by results version {found}, this tiedsweep reads version {RESULTS_VERSION} "
+            "(trial ids changed: shape labels carry d_ff): use a new results directory, or the older tiedsweep"
+        )
+    return doc
+
+
+def manifest_ids(results_dir: str, name: str) -> set[str] | None:
+    """Trial ids that the latest spec of sweep `name` expands to, or None where it has no manifest."""
+    try:
+        return {str(t["trial_id"]) for t in read_manifest_doc(results_dir, name)["trials"]}
+    except FileNotFoundError:
+        return None
+
+
+def sweeps_in(results_dir: str) -> list[str]:
+    """Names of the sweeps that have a manifest in results_dir."""
+    fs, folder, _ = manifest_path(results_dir, "x")
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(i.base_name[:-5] for i in infos if i.base_name.endswith(".json") and not i.base_name.startswith("_"))

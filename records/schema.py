@@ -1,0 +1,149 @@
+"""The Parquet schemas of trials and evals, and a trial's config row.
+
+The config columns are derived from the config dataclasses (`dataclasses.fields()`), less the
+fields declared runtime-only beside them (tiedattn.train.RUNTIME_FIELDS): a field added to
+ModelConfig or TrainConfig becomes a column without an edit here. Config columns are known before a
+trial starts, so even a failure row has all of them; accounting and outcome columns may be null.
+New columns must be nullable, so files written under older schema versions still read (the
+column comes back null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+import pyarrow as pa
+
+from tiedattn.attention import parse_variant
+from tiedattn.data import DataConfig
+from tiedattn.model import ModelConfig
+from tiedattn.train import RUNTIME_FIELDS, TrainConfig
+
+SCHEMA_VERSION = 2  # 2: cell_id, shape_id, variant_paper and every config field as columns
+_META = {"tiedsweep.schema_version": str(SCHEMA_VERSION)}
+_UTC_US = pa.timestamp("us", tz="UTC")
+_ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+# Model fields written as other columns: the trained context is the train's seq_len column.
+_MODEL_SKIP = ("seq_len",)
+# The train's token budget is an outcome column (tokens trained), written by the trainer.
+_TRAIN_SKIP = (*RUNTIME_FIELDS, "tokens")
+_DOCS = {
+    "variant": "attention variant: key of the tiedattn registry",
+    "d_ff": "MLP width, resolved (4 d_model when not given)",
+    "pos": "position encoding",
+    "tie_embeddings": "input embedding shared with the output head",
+    "batch_size": "sequences per optimizer step",
+    "seq_len": "training context length",
+    "lr": "peak learning rate",
+    "warmup_frac": "fraction of total steps",
+    "cooldown_frac": "fraction of total steps",
+}
+
+
+def _col(name: str, type_: pa.DataType, doc: str = "", required: bool = False) -> pa.Field:
+    # The doc travels in each file's field metadata, so a reader without this repo still gets it.
+    return pa.field(name, type_, nullable=not required, metadata={"doc": doc} if doc else None)
+
+
+def _fields(cls: type, skip: tuple[str, ...]) -> list[pa.Field]:
+    """One column per dataclass field: its Arrow type from the annotation; required unless Optional."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = [a for a in args if a is not type(None)]
+        if f.name in skip or len(kinds) != 1 or kinds[0] not in _ARROW:
+            continue
+        out.append(_col(f.name, _ARROW[kinds[0]], _DOCS.get(f.name, ""), required=len(args) == 1))
+    return out
+
+
+MODEL_COLUMNS = [f.name for f in _fields(ModelConfig, _MODEL_SKIP)]
+TRAIN_COLUMNS = [f.name for f in _fields(TrainConfig, _TRAIN_SKIP)]
+
+TRIALS_SCHEMA = pa.schema(
+    [
+        _col("trial_id", pa.string(), "<name>-<hash> of the trial config (records.ids)", required=True),
+        _col("attempt", pa.int64(), "0-based; a retry or resume is a new attempt", required=True),
+        _col("status", pa.string(), "completed|failed|diverged|interrupted", required=True),
+        _col("cell_id", pa.string(), "the grid point without variant and lr: the verdict's pair (records.ids)"),
+        _col("shape_id", pa.string(), "the shape as the spec asked for it, e.g. d32l1h4f128"),
+        _col("variant_paper", pa.string(), "the variant in the paper's notation (Q-K=V, GQA-4, ...)"),
+        *_fields(ModelConfig, _MODEL_SKIP),
+        _col("n_kv_head", pa.int64(), required=True),
+        *_fields(TrainConfig, _TRAIN_SKIP),
+        _col("tokens_per_param", pa.float64(), "training tokens / params counted per n_basis", required=True),
+        _col("tokens_basis", pa.string(), "baseline|own: whose param count sets the token budget", required=True),
+        _col("n_basis", pa.string(), "non_embedding|total: which param count tokens_per_param uses", required=True),
+        _col("match", pa.string(), "none|params: d_ff adjusted to match the baseline's params", required=True),
+        _col("corpus", pa.string(), required=True),
+        _col("corpus_fingerprint", pa.string(), "hash of the tokenized corpus: equal means same data", required=True),
+        _col("branch_of", pa.string(), "trunk trial id of a WSD cooldown branch; null otherwise"),
+        _col("params_total", pa.int64()),
+        _col("params_non_embedding", pa.int64()),
+        _col("params_attention", pa.int64()),
+        _col("tokens", pa.int64(), "training tokens: planned, or trained where the run stopped early"),
+        _col("flops_per_token", pa.float64(), "training FLOPs per token, forward + backward"),
+        _col("flops", pa.float64(), "flops_per_token * tokens: the whole run's, a branch's trunk part included"),
+        _col("kv_bytes_per_token", pa.int64(), "inference KV-cache bytes per token, all layers"),
+        _col("epochs", pa.float64(), "tokens / corpus tokens"),
+        _col("repeats_data", pa.bool_(), "epochs > 1: some data seen twice"),
+        _col("final_train_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
+        _col("final_val_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
+        _col("tokens_per_s", pa.float64()),
+        _col("wall_s", pa.float64()),
+        _col("steps", pa.int64(), "optimizer steps taken, counting any before a resume"),
+        _col("resumed_from_step", pa.int64(), "checkpoint step this attempt resumed from; null if fresh"),
+        _col("host", pa.string()),
+        _col("device", pa.string(), "cpu (fp32) or cuda (bf16 autocast): the precision the trial trained in"),
+        _col("git_sha", pa.string()),
+        _col("error", pa.string(), "why a failed/diverged/interrupted attempt stopped"),
+        _col("started_at", _UTC_US),
+        _col("finished_at", _UTC_US),
+        _col("schema_version", pa.int32(), required=True),
+    ],
+    metadata=_META,
+)
+
+EVALS_SCHEMA = pa.schema(
+    [
+        _col("trial_id", pa.string(), required=True),
+        _col("attempt", pa.int64(), required=True),
+        _col("step", pa.int64(), required=True),
+        _col("tokens", pa.int64(), "training tokens seen at this step", required=True),
+        _col("train_loss", pa.float64()),
+        _col("val_loss", pa.float64()),
+        _col("lr", pa.float64(), "learning rate at this step"),
+    ],
+    metadata=_META,
+)
+
+ENUMS = {
+    "status": ("completed", "failed", "diverged", "interrupted"),
+    "tokens_basis": ("baseline", "own"),
+    "n_basis": ("non_embedding", "total"),
+    "match": ("none", "params"),
+}
+
+
+def config_row(
+    model: ModelConfig,
+    train: TrainConfig,
+    data: DataConfig,
+    budget: dict,
+    *,
+    fingerprint: str | None,
+    cell_id: str,
+    shape_id: str,
+    branch_of: str | None = None,
+) -> dict:
+    """The config columns of a trial's row: every config field (d_ff resolved, seq_len the trained
+    context), the budget, the ids, the corpus and the variant in the paper's notation."""
+    variant = parse_variant(model.variant)
+    row = {c: getattr(model, c) for c in MODEL_COLUMNS} | {c: getattr(train, c) for c in TRAIN_COLUMNS}
+    row |= {"d_ff": model.ff, "seq_len": train.seq_len or model.seq_len, "n_kv_head": variant.n_kv_head(model.n_head)}
+    row |= {"variant": variant.name, "variant_paper": variant.paper, "cell_id": cell_id, "shape_id": shape_id}
+    return row | budget | {"corpus": data.corpus, "corpus_fingerprint": fingerprint, "branch_of": branch_of}
