@@ -22,9 +22,10 @@ from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from orchestrator import results
-from orchestrator.runner import RunOptions, connect, run_trials, shutdown
+from orchestrator.raybackend.pool import RayPool, connect, shutdown
+from orchestrator.runner import RunOptions, run_trials
 from orchestrator.spec import load_spec
+from records import store as results
 from tiedattn.data import prepare_data
 
 SPEC = """
@@ -55,7 +56,7 @@ def sweep_overhead(tmp: str, name: str, multipliers: list[float], slots: int) ->
     prepare_data(sweep.data)  # tokenized once, outside the timing
     out = os.path.join(tmp, "results")
     t0 = time.perf_counter()
-    run_trials(name, sweep.trials, out, RunOptions(num_cpus=slots, quiet=True), git_sha="bench")
+    run_trials(name, sweep.trials, out, RunOptions(num_cpus=slots, quiet=True), "bench", RayPool(None, slots))
     wall = time.perf_counter() - t0
     rows = results.read_trials(out, name).to_pylist()
     busy = sum(r["wall_s"] for r in rows)

@@ -11,10 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from orchestrator.plan import dry_run_table
-from orchestrator.spec import SpecError, Sweep, load_spec
+from orchestrator.pool import SchedulingError
+from orchestrator.spec import SpecError, Sweep, load_spec, tuned_for_spec
+from records.manifest import ResultsVersionError
+from records.tuning import lr_path
 
 DEFAULT_RESULTS = "results"
 
@@ -49,12 +51,22 @@ def _run_options(args: argparse.Namespace, **extra):
     )
 
 
-def _execute(sweep_name: str, trials: list, results: str, opts) -> int:
-    from orchestrator.runner import SchedulingError, run_trials
+def _pool(args: argparse.Namespace, trials: list):
+    """The Ray pool (orchestrator/raybackend), checked against what the trials ask; SchedulingError if not."""
+    from orchestrator.raybackend.pool import RayPool
+
+    pool = RayPool(args.address, args.num_cpus, getattr(args, "max_retries", 3))
+    if errors := pool.check({(st.cpus, st.gpus) for st in trials}):
+        raise SchedulingError("\n".join(errors))
+    return pool
+
+
+def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts) -> int:
+    from orchestrator.runner import run_trials
 
     try:
-        counts = run_trials(sweep_name, trials, results, opts, git_sha())
-    except SchedulingError as e:
+        counts = run_trials(sweep_name, trials, args.results, opts, git_sha(), _pool(args, trials))
+    except (SchedulingError, ResultsVersionError) as e:
         return _fail(str(e))
     print(
         f"{sweep_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
@@ -66,7 +78,6 @@ def _execute(sweep_name: str, trials: list, results: str, opts) -> int:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from orchestrator.manifest import write_manifest
-    from orchestrator.tune import tuned_for_spec
 
     tuned = tuned_for_spec(args.spec, args.results)
     try:
@@ -87,7 +98,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         return 0
     with open(args.spec) as f:
         write_manifest(args.results, sweep, f.read())
-    code = _execute(sweep.name, sweep.trials, args.results, _run_options(args))
+    code = _execute(sweep.name, sweep.trials, args, _run_options(args))
     if code != 2 and args.report:
         from analysis import AnalysisError
         from analysis.report import write_report
@@ -126,15 +137,15 @@ def resume_cmd(args: argparse.Namespace) -> int:
             _, trials = read_manifest(args.results, name)
         except FileNotFoundError:
             return _fail(f"{args.results}: no manifest for sweep '{name}'")
-        worst = max(worst, _execute(name, trials, args.results, _run_options(args, retry=frozenset(retry))))
+        except ResultsVersionError as e:
+            return _fail(str(e))
+        worst = max(worst, _execute(name, trials, args, _run_options(args, retry=frozenset(retry))))
     return worst
 
 
 def submit_cmd(args: argparse.Namespace) -> int:
     """Send `tiedsweep run SPEC` to a cluster through the Ray Jobs API; the driver runs on the cluster."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    from orchestrator.tune import tuned_for_spec
+    from orchestrator.raybackend.jobs import submit_job
 
     try:  # lr = "tuned" needs lr.json where the job runs (--results); `run` there checks it
         sweep = load_spec(args.spec, tuned=tuned_for_spec(args.spec, args.results), untuned_ok=True)
@@ -149,53 +160,18 @@ def submit_cmd(args: argparse.Namespace) -> int:
     spec = os.path.relpath(os.path.abspath(args.spec), root)
     if spec.startswith(".."):
         return _fail(f"{args.spec}: the spec must live inside {root} (it is uploaded as the job's working_dir)")
-    entry = [
-        sys.executable if args.python is None else args.python,
-        "-m",
-        "tiedsweep",
-        "run",
-        spec,
-        "--results",
-        args.results,
-        "--address",
-        "auto",
-        "--order",
-        args.order,
-        "--max-retries",
-        str(args.max_retries),
-    ] + (["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else [])
+    python = sys.executable if args.python is None else args.python
+    entry = [python, "-m", "tiedsweep", "run", spec, "--results", args.results, "--address", "auto"]
+    entry += ["--order", args.order, "--max-retries", str(args.max_retries)]
+    entry += ["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []
     env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
-    runtime_env = {
-        "working_dir": root,
-        "excludes": [".venv", ".git", "results", "*.pt", "__pycache__"],
-        "env_vars": env,
-    }
-    deadline = time.time() + 120
-    while True:
-        try:
-            client = JobSubmissionClient(args.address)
-            job = client.submit_job(
-                entrypoint=" ".join(entry),
-                runtime_env=runtime_env,
-                submission_id=args.job_id,
-                metadata={"sweep": sweep.name},
-            )
-            break
-        except Exception as e:
-            # A head node that has just started answers before its job agent is up: wait for it.
-            if "No available agent" in str(e) and time.time() < deadline:
-                time.sleep(2)
-                continue
-            hint = " (token auth: see README)" if "token" in str(e).lower() or "auth" in str(e).lower() else ""
-            return _fail(f"--address {args.address}: cannot submit: {e}{hint}")
-    print(f"submitted job {job} ({sweep.name}, {len(sweep.trials)} trials) to {args.address}")
-    if args.no_wait:
-        return 0
-    while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        time.sleep(2)
-    sys.stdout.write(client.get_job_logs(job))
-    print(f"job {job}: {status}")
-    return 0 if status == JobStatus.SUCCEEDED else 1
+    excludes = [".venv", ".git", "results", "*.pt", "__pycache__"]
+    runtime_env = {"working_dir": root, "excludes": excludes, "env_vars": env}
+    try:
+        ok = submit_job(args.address, entry, runtime_env, args.job_id, {"sweep": sweep.name}, wait=not args.no_wait)
+    except SchedulingError as e:
+        return _fail(str(e))
+    return 0 if ok else 1
 
 
 def status_cmd(args: argparse.Namespace) -> int:
@@ -210,7 +186,7 @@ def status_cmd(args: argparse.Namespace) -> int:
 
 
 def tune_cmd(args: argparse.Namespace) -> int:
-    from orchestrator.tune import LR_FILE, format_tuning, plan, stderr_log, tune, tuning_dir, tuning_status
+    from orchestrator.tune import format_tuning, plan, stderr_log, tune, tuning_status
 
     try:
         sweep = load_spec(args.spec, untuned_ok=True)  # proxies set their own rates
@@ -223,14 +199,10 @@ def tune_cmd(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan(sweep, args.results, args.n_trials))
         return 0
-    from orchestrator.runner import SchedulingError, TaskPool, check_resources
-
     try:
-        pool = TaskPool(args.address, args.num_cpus)
+        pool = _pool(args, sweep.trials)  # proxies ask what the sweep's trials ask
     except SchedulingError as e:
         return _fail(str(e))
-    if errors := check_resources(sweep.trials):  # proxies ask what the sweep's trials ask
-        return _fail("\n".join(errors))
     try:
         lrs = tune(sweep, args.results, pool, n_trials=args.n_trials, log=None if args.quiet else stderr_log)
     except KeyboardInterrupt:
@@ -241,12 +213,12 @@ def tune_cmd(args: argparse.Namespace) -> int:
     for variant, entry in lrs.items():
         rule = entry["rule"]["formula"] if entry["rule"] else "none (no proxy completed)"
         print(f"  rule {variant}: {rule} (N = {sweep.trials[0].n_basis} params, {len(entry['sizes'])} sizes)")
-    print(f"rates: {os.path.join(tuning_dir(args.results, sweep.name), LR_FILE)}")
+    print(f"rates: {lr_path(args.results, sweep.name)}")
     return 0 if all(entry["rule"] for entry in lrs.values()) else 1
 
 
 def compact_cmd(args: argparse.Namespace) -> int:
-    from orchestrator.results import compact
+    from records.store import compact
 
     if "://" not in args.results and not os.path.isdir(os.path.join(args.results, "trials")):
         return _fail(f"{args.results}: no results here (no trials/ folder)")

@@ -1,6 +1,8 @@
 """Run one sweep trial inside a worker process: checkpoints, a log file, stop requests, failures as values.
 
-Nothing here knows about Ray: runner.py wraps `execute` in a remote task. Whatever happens in the
+Nothing here knows about a scheduler: the runner and tuning submit `execute` to a pool
+(orchestrator.pool). Every trial, tuning proxies included, runs through it: corpus check, log,
+failure as a row. Whatever happens in the
 trial (a diverged loss, a bad config, an exception), `execute` returns a results row; only the
 worker process dying (SIGKILL, a lost node) escapes it, and then Ray re-runs the task, which
 resumes from the trial's last checkpoint.
@@ -14,9 +16,10 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
 
-from orchestrator.spec import SweepTrial
+from orchestrator.sweep import SweepTrial
 from tiedattn.data import DataError, corpus_fingerprint
 from tiedattn.train import train
 
@@ -70,8 +73,17 @@ def _logger(path: str | None, every_s: float = 10.0):
     return log, write, progress
 
 
-def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = None) -> tuple[dict, list[dict]]:
-    """Train (or resume) one trial; return its results row and eval rows."""
+def execute(
+    st: SweepTrial,
+    attempt: int,
+    paths: Paths,
+    threads: int | None = None,
+    *,
+    stop: Callable[[int], bool] | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """Train (or resume) one trial; return its results row and eval rows. stop(step) and on_eval(row)
+    are the caller's too (a tuner prunes with them), besides the stop file and signals."""
     started = datetime.now(timezone.utc)
     os.makedirs(paths.workdir, exist_ok=True)
     with open(os.path.join(paths.workdir, "worker.pid"), "w") as f:  # lets a test or an operator find it
@@ -89,7 +101,9 @@ def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = No
                 f"corpus: on {socket.gethostname()} its fingerprint is {here}, the sweep's is "
                 f"{st.corpus_fingerprint}: not the same data"
             )
-        result = train(trial, stop=_stopper(paths), progress=progress)
+        stopped = _stopper(paths)
+        either = stopped if stop is None else (lambda step: stopped(step) or stop(step))
+        result = train(trial, stop=either, progress=progress, on_eval=on_eval)
         summary = {k: v for k, v in result.summary.items() if k != "status"}
         row.update(summary, status=result.status)
         row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")
@@ -97,7 +111,7 @@ def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = No
         evals = result.evals
         write(f"end status {result.status} final val loss {summary['final_val_loss']:.4f}")
     except Exception as e:  # a bug or bad input in this trial: a failed row, never a dead sweep
-        row.update(status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
+        row.update(st.failed_row(attempt, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"))
         evals = []
         write(f"failed: {type(e).__name__}: {e}")
     finally:

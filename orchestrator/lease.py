@@ -17,6 +17,7 @@ dwarf clock skew (NTP keeps it well under a second; the default ttl_s is 60).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from orchestrator.results import check_name
+from records.layout import check_name, is_local, leases_dir
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,11 @@ def new_owner() -> str:
 
 def leases_supported(results_dir: str) -> bool:
     """True when results_dir is on a filesystem where leases work (a path or file:// URI)."""
-    return "://" not in results_dir or results_dir.startswith("file://")
-
-
-def _sweep_dir(results_dir: str, sweep: str) -> str:
-    if not leases_supported(results_dir):
-        raise ValueError(f"leases need a POSIX filesystem, not {results_dir!r}; run a single driver")
-    local = results_dir.removeprefix("file://")
-    return os.path.join(os.path.abspath(local), "leases", check_name(sweep, "sweep"))
+    return is_local(results_dir)
 
 
 def _path(results_dir: str, sweep: str, trial_id: str) -> str:
-    return os.path.join(_sweep_dir(results_dir, sweep), f"{check_name(trial_id, 'trial_id')}.json")
+    return os.path.join(leases_dir(results_dir, sweep), f"{check_name(trial_id, 'trial_id')}.json")
 
 
 @contextlib.contextmanager
@@ -129,26 +123,26 @@ def acquire(results_dir: str, sweep: str, trial_id: str, owner: str, ttl_s: floa
         return False
 
 
-def heartbeat(results_dir: str, sweep: str, trial_id: str, owner: str) -> bool:
-    """Refresh our lease; False (and nothing written) if it is gone or someone took it over."""
+def _if_ours(results_dir: str, sweep: str, trial_id: str, owner: str, action) -> bool:
+    """Under the lock: action(path, lease) if the lease is ours; False (and nothing done) otherwise."""
     path = _path(results_dir, sweep, trial_id)
     with _locked(os.path.dirname(path)):
         current = _read(path)
         if current is None or current.owner != owner:
             return False
-        _write(path, Lease(owner, acquired_at=current.acquired_at, heartbeat=time.time()))
+        action(path, current)
         return True
+
+
+def heartbeat(results_dir: str, sweep: str, trial_id: str, owner: str) -> bool:
+    """Refresh our lease; False (and nothing written) if it is gone or someone took it over."""
+    refresh = lambda path, lease: _write(path, dataclasses.replace(lease, heartbeat=time.time()))  # noqa: E731
+    return _if_ours(results_dir, sweep, trial_id, owner, refresh)
 
 
 def release(results_dir: str, sweep: str, trial_id: str, owner: str) -> bool:
     """Remove the lease if it is ours; False (and nothing removed) otherwise."""
-    path = _path(results_dir, sweep, trial_id)
-    with _locked(os.path.dirname(path)):
-        current = _read(path)
-        if current is None or current.owner != owner:
-            return False
-        os.remove(path)
-        return True
+    return _if_ours(results_dir, sweep, trial_id, owner, lambda path, lease: os.remove(path))
 
 
 class LeaseKeeper:

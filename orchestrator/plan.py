@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from orchestrator.spec import Sweep
+from orchestrator.sweep import Sweep
 from tiedattn.accounting import account
 from tiedattn.attention import parse_variant
 
@@ -42,7 +42,8 @@ def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     None shows "?". slots: trials run at once (None: what this machine fits). Times are FLOPs /
     sweep.flops_per_s; wall time packs trials longest-first onto the slots.
     """
-    header = ("id", "variant", "d/L/H", "N non-emb", "N total", "tokens", "tok/N", "FLOPs", "epochs", "", "est. time")
+    header = ("id", "variant", "shape", "N non-emb", "N total", "tokens", "tokens_per_param", "FLOPs", "epochs", "")
+    header += ("est. time",)
     rows, warnings, seconds = [header], [], []
     for t in sweep.trials:
         m, tc = t.trial.model, t.trial.train
@@ -52,8 +53,8 @@ def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = No
         repeats = epochs is not None and epochs > 1
         seconds.append(t.flops / sweep.flops_per_s)
         params = (acct.params_non_embedding, acct.params_total, tc.tokens)
-        shape, tpp = f"{m.d_model}/{m.n_layer}/{m.n_head}", f"{t.tokens_per_param:g}"
-        cells = [t.trial_id, parse_variant(m.variant).paper, shape, *map(_si, params), tpp, f"{t.flops:.2e}"]
+        cells = [t.trial_id, parse_variant(m.variant).paper, m.label, *map(_si, params), f"{t.tokens_per_param:g}"]
+        cells.append(f"{t.flops:.2e}")
         rows.append(
             (*cells, "?" if epochs is None else f"{epochs:.2f}", "R" if repeats else "", _duration(seconds[-1]))
         )
@@ -74,7 +75,7 @@ def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     t0 = sweep.trials[0]
     lines += [
         "",
-        f"sweep {sweep.name}: {len(sweep.trials)} trials; tok/N = tokens / N ({t0.n_basis} params of the "
+        f"sweep {sweep.name}: {len(sweep.trials)} trials; tokens_per_param = tokens / N ({t0.n_basis} params of the "
         f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)",
         f"total: {sum(t.flops for t in sweep.trials):.3g} FLOPs, {sum(seconds) / 3600:.3g} trial-hours, "
         f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})",

@@ -1,17 +1,12 @@
-"""Scheduling on Ray. The only module that imports ray (zoology's launch.py: ray.remote + ray.wait).
+"""Running one sweep's trials on a pool (orchestrator.pool): order, leases, WSD branch release,
+persistence, progress and signals. No scheduler is named here: the CLI hands in a pool (Ray's,
+orchestrator/raybackend/pool.py) and drive() keeps it busy.
 
-One remote task per trial, with the trial's cpus/gpus as its Ray resources, so a node packs as
-many small trials as it has cores (two 1-thread trials beat one 2-thread trial on 2 cores here).
-The driver keeps at most `max_concurrent` tasks in flight, largest cost first (or smallest), and
-writes each outcome as a Parquet row as soon as it comes back; failures come back as values.
-A task whose worker or node dies is re-run by Ray (max_retries) and resumes from its checkpoint.
-Ctrl-C (or SIGTERM) asks every running trial to checkpoint and stop; they are recorded as
-interrupted and `tiedsweep resume` continues them.
-
-Ray 2.60 enables token authentication by default. The embedded cluster handles it itself. For
-`--address`, the driver must present the cluster's token: Ray reads RAY_AUTH_TOKEN, then
-RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token (`ray get-auth-token` prints or makes it); a cluster
-started with RAY_AUTH_MODE=disabled needs RAY_AUTH_MODE=disabled on the driver too.
+At most `max_concurrent` trials are in flight, largest cost first (or smallest); each outcome is
+written as a Parquet row as soon as it comes back, and failures come back as values. A trial whose
+worker or node dies is re-run by the pool and resumes from its checkpoint. Ctrl-C (or SIGTERM) asks
+every running trial to checkpoint and stop; they are recorded as interrupted and `tiedsweep
+resume` continues them.
 """
 
 from __future__ import annotations
@@ -27,12 +22,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import ray
-
 from orchestrator.execute import Paths, execute
 from orchestrator.lease import LeaseKeeper, leases_supported, owner_alive, read_lease
-from orchestrator.results import next_attempt, read_trials, write_attempt
-from orchestrator.spec import SweepTrial
+from orchestrator.pool import Pool, Task, drive
+from orchestrator.sweep import SweepTrial
+from records.layout import checkpoints_dir, log_path
+from records.store import next_attempt, read_trials, write_attempt
 
 
 @dataclass(frozen=True)
@@ -40,69 +35,13 @@ class RunOptions:
     address: str | None = None  # None: start an embedded local Ray; else "auto", "HOST:6379", "ray://HOST:10001"
     order: str = "largest"  # "largest" cost (FLOPs) first, so the long poles start early; or "smallest"
     max_concurrent: int | None = None  # cap on trials in flight; None: as many as the cluster's resources allow
-    max_retries: int = 3  # Ray re-runs of a trial whose worker or node died (each resumes from its checkpoint)
+    max_retries: int = 3  # re-runs of a trial whose worker or node died (each resumes from its checkpoint)
     retry: frozenset[str] = frozenset({"failed", "interrupted"})  # statuses that are run again
     checkpoint_dir: str | None = None  # default DIR/checkpoints; must be storage every node reaches
     num_cpus: int | None = None  # embedded Ray only; default: all cores
     grace_s: float = 120.0  # after Ctrl-C, how long running trials get to checkpoint and report
     lease_ttl_s: float = 60.0
     quiet: bool = False
-
-
-class SchedulingError(RuntimeError):
-    """The sweep cannot be scheduled (resources no node has, an unreachable cluster); nothing was submitted."""
-
-
-def connect(address: str | None, num_cpus: int | None = None) -> None:
-    if ray.is_initialized():
-        return
-    try:
-        if address is None:  # workers of the embedded Ray share this machine's token cache
-            env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
-            runtime_env = {"env_vars": env} if env else None
-            ray.init(
-                address="local",  # always a new cluster, never one a previous `ray start` left in /tmp/ray
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env=runtime_env,
-            )
-        else:  # a cluster's nodes have their own environment (`submit` passes the job's runtime_env)
-            ray.init(address=address, log_to_driver=False)
-    except Exception as e:
-        hint = ""
-        if "auth" in str(e).lower() or "token" in str(e).lower():
-            hint = (
-                " (token authentication: set RAY_AUTH_TOKEN or write ~/.ray/auth_token with the cluster's"
-                " token, or RAY_AUTH_MODE=disabled on both sides)"
-            )
-        raise SchedulingError(f"cannot connect to Ray at {address or 'embedded'}: {e}{hint}") from e
-
-
-def cluster_slots(cpus: float, gpus: float) -> int:
-    """How many tasks of this size the connected cluster runs at once."""
-    total = ray.cluster_resources()
-    n = int(total.get("CPU", 0) // cpus) if cpus else 1 << 30
-    return max(1, min(n, int(total.get("GPU", 0) // gpus) if gpus else n))
-
-
-def check_resources(trials: list[SweepTrial]) -> list[str]:
-    """One line per distinct (cpus, gpus) request that no alive node can satisfy."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    biggest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
-    errors = []
-    for cpus, gpus in sorted({(st.cpus, st.gpus) for st in trials}):
-        if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
-            errors.append(
-                f"resources: a trial needs cpus={cpus:g}, gpus={gpus:g} but no node has that "
-                f"(largest: CPU {biggest.get('CPU', 0):g}, GPU {biggest.get('GPU', 0):g})"
-            )
-    return errors
-
-
-@ray.remote
-def _trial_task(st: SweepTrial, attempt: int, paths: Paths, threads: int) -> tuple[dict, list[dict]]:
-    return execute(st, attempt, paths, threads)
 
 
 def _pending(st: SweepTrial, row: dict | None, retry: frozenset[str]) -> bool:
@@ -154,117 +93,129 @@ class _Progress:
         sys.stderr.flush()
 
 
-def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: RunOptions, git_sha: str) -> dict:
-    """Run every selected trial of one sweep on Ray; returns counts by outcome."""
-    connect(opts.address, opts.num_cpus)
-    errors = check_resources(trials)
-    if errors:
-        raise SchedulingError("; ".join(errors))
-    ckpt_root = opts.checkpoint_dir or os.path.join(results_dir.removeprefix("file://"), "checkpoints")
-    local = "://" not in results_dir or results_dir.startswith("file://")
-    logs = os.path.join(results_dir.removeprefix("file://"), "logs", sweep) if local else None
-    # This driver's own stop file: a Ctrl-C here must not stop another driver's trials.
-    stop_file = os.path.join(ckpt_root, sweep, f".stop-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+class _SweepRun:
+    """What drive() asks of one sweep: the next tasks (take), each outcome (done), and whether work is
+    left (more). WSD branches wait until their trunk's checkpoint exists."""
 
-    latest = _latest(results_dir, sweep)
-    todo = select(trials, latest, opts.retry, opts.order)
-    diverged = {st.trial_id for st in todo if latest.get(st.trial_id, {}).get("status") == "diverged"}
-    progress = _Progress(len(todo), sum(st.flops for st in todo), opts.quiet)
-    # As many in flight as the cluster runs at once, plus one queued in Ray so that a freed slot starts
-    # the next trial at once (the driver's bookkeeping between trials reads the results: ~0.5 s per
-    # 500 files). A trial holds its lease only from then on, so a second driver on the same results
-    # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
-    cap = opts.max_concurrent or 1 + max((cluster_slots(st.cpus, st.gpus) for st in todo), default=1)
-    in_flight: dict = {}  # ObjectRef -> (SweepTrial, attempt)
+    def __init__(self, sweep: str, todo: list[SweepTrial], results_dir: str, opts: RunOptions, git_sha: str,
+                 keeper, progress: _Progress, latest: dict) -> None:  # fmt: skip
+        self.sweep, self.results_dir, self.opts, self.git_sha = sweep, results_dir, opts, git_sha
+        self.keeper, self.progress = keeper, progress
+        self.ckpt = checkpoints_dir(results_dir, sweep, opts.checkpoint_dir)
+        # This driver's own stop file: a Ctrl-C here must not stop another driver's trials.
+        self.stop_file = os.path.join(self.ckpt, f".stop-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.diverged = {st.trial_id for st in todo if latest.get(st.trial_id, {}).get("status") == "diverged"}
+        self.queue = [st for st in todo if st.role != "branch"]
+        self.waiting = [st for st in todo if st.role == "branch"]  # start once their trunk checkpoint exists
+        self.running: dict[str, tuple[SweepTrial, int]] = {}  # trial_id -> (trial, attempt)
 
-    def submit(st: SweepTrial, attempt: int) -> None:
-        workdir = os.path.join(ckpt_root, sweep, st.trial_id)
-        if st.trial_id in diverged:  # same data, same lr: resuming would diverge again; start over
+    def more(self) -> bool:
+        return bool(self.queue or self.waiting)
+
+    def take(self, free: int) -> list[Task]:
+        """Lease up to `free` trials and make them tasks; a trial another driver holds or has just
+        finished is skipped."""
+        self._release_branches()
+        batch = []
+        while self.queue and len(batch) < free:
+            st = self.queue.pop(0)
+            if self.keeper.acquire(self.sweep, st.trial_id):
+                batch.append(st)
+            else:
+                self.progress.counts["skipped"] += 1  # another driver is running it
+        fresh = _latest(self.results_dir, self.sweep) if batch else {}  # re-read after taking the leases
+        tasks = []
+        for st in batch:
+            if not _pending(st, fresh.get(st.trial_id), self.opts.retry):
+                self.keeper.release(self.sweep, st.trial_id)
+                self.progress.counts["skipped"] += 1
+            else:
+                tasks.append(self._task(st, next_attempt(self.results_dir, self.sweep, st.trial_id)))
+        return tasks
+
+    def _task(self, st: SweepTrial, attempt: int) -> Task:
+        workdir = os.path.join(self.ckpt, st.trial_id)
+        if st.trial_id in self.diverged:  # same data, same lr: resuming would diverge again; start over
             shutil.rmtree(workdir, ignore_errors=True)
-        paths = Paths(workdir, os.path.join(logs, f"{st.trial_id}.log") if logs else None, stop_file)
-        ref = _trial_task.options(
-            num_cpus=st.cpus,
-            num_gpus=st.gpus,
-            max_retries=opts.max_retries,
-            retry_exceptions=False,
-            name=f"{sweep}/{st.trial_id}",
-        ).remote(st, attempt, paths, max(1, int(st.cpus)))
-        in_flight[ref] = (st, attempt)
+        paths = Paths(workdir, log_path(self.results_dir, self.sweep, st.trial_id), self.stop_file)
+        self.running[st.trial_id] = (st, attempt)
+        args = (st, attempt, paths, max(1, int(st.cpus)))
+        return Task(st.trial_id, execute, args, st.cpus, st.gpus, name=f"{self.sweep}/{st.trial_id}")
 
-    def record(st: SweepTrial, attempt: int, row: dict, evals: list[dict]) -> None:
+    def done(self, key: str, ok: bool, value) -> None:
+        st, attempt = self.running.pop(key)
+        if ok:
+            self.record(st, *value)
+        else:  # the worker died more than max_retries times, or the task could not run
+            self.record(st, st.failed_row(attempt, f"{type(value).__name__}: {value}"), [])
+
+    def record(self, st: SweepTrial, row: dict, evals: list[dict]) -> None:
         for wait in (1, 2, 4, 8, None):  # shared storage hiccups: retry before giving up the driver
             try:
-                write_attempt(results_dir, sweep, {**row, "git_sha": git_sha}, evals)
+                write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals)
                 break
             except OSError:
                 if wait is None:
                     raise
                 time.sleep(wait)
-        keeper.release(sweep, st.trial_id)
-        progress.done(row, st.flops)
+        self.keeper.release(self.sweep, st.trial_id)
+        self.progress.done(row, st.flops)
 
-    def collect(ref) -> None:
-        st, attempt = in_flight.pop(ref)
-        try:
-            row, evals = ray.get(ref)
-        except Exception as e:  # the worker died more than max_retries times, or the task could not run
-            row = {
-                **st.row(),
-                "trial_id": st.trial_id,
-                "attempt": attempt,
-                "status": "failed",
-                "error": f"{type(e).__name__}: {e}",
-            }
-            evals = []
-        record(st, attempt, row, evals)
+    def _release_branches(self) -> None:
+        active = {st.trial_id for st in self.queue} | set(self.running)
+        for st in list(self.waiting):
+            path = os.path.join(self.ckpt, st.depends_on, f"branch-{st.branch_step}.pt")
+            if os.path.exists(path):
+                self.waiting.remove(st)
+                self.queue.insert(0, dataclasses.replace(st, trial=dataclasses.replace(st.trial, init_from=path)))
+            elif st.depends_on not in active and _leased_elsewhere(self.results_dir, self.sweep, st.depends_on,
+                                                                   self.keeper):  # fmt: skip
+                self.waiting.remove(st)  # another driver trains its trunk: that driver runs this branch
+                self.progress.counts["skipped"] += 1
+            elif st.depends_on not in active:  # its trunk ended (now or before) without reaching the branch point
+                self.waiting.remove(st)
+                error = f"trunk {st.depends_on} has no checkpoint at step {st.branch_step} ({path})"
+                self.record(st, st.failed_row(next_attempt(self.results_dir, self.sweep, st.trial_id), error), [])
 
+    def interrupt(self, pool: Pool) -> None:
+        """Ask running trials to checkpoint and stop; record each as it reports (interrupted)."""
+        grace_s = self.opts.grace_s
+        n = len(self.running)
+        sys.stderr.write(f"\ninterrupted: asking {n} running trial(s) to checkpoint (<= {grace_s:.0f} s)\n")
+        os.makedirs(os.path.dirname(self.stop_file), exist_ok=True)
+        open(self.stop_file, "w").close()
+        deadline = time.time() + grace_s
+        while self.running and time.time() < deadline:
+            for key, ok, value in pool.wait(1.0):
+                self.done(key, ok, value)
+        for key, (st, attempt) in list(self.running.items()):  # never reported: its last checkpoint stands
+            pool.cancel(key)
+            del self.running[key]
+            error = f"no report within {grace_s:.0f} s of the interrupt"
+            self.record(st, st.failed_row(attempt, error, "interrupted"), [])
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.stop_file)
+
+
+def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: RunOptions, git_sha: str,
+               pool: Pool) -> dict:  # fmt: skip
+    """Run every selected trial of one sweep on `pool`; returns counts by outcome."""
+    latest = _latest(results_dir, sweep)
+    todo = select(trials, latest, opts.retry, opts.order)
+    progress = _Progress(len(todo), sum(st.flops for st in todo), opts.quiet)
+    # As many in flight as the cluster runs at once, plus one queued in the pool so that a freed slot
+    # starts the next trial at once (the driver's bookkeeping between trials reads the results: ~0.5 s
+    # per 500 files). A trial holds its lease only from then on, so a second driver on the same results
+    # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
+    cap = opts.max_concurrent or 1 + max((pool.slots(st.cpus, st.gpus) for st in todo), default=1)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM acts as Ctrl-C
-    queue = [st for st in todo if st.role != "branch"]
-    waiting = [st for st in todo if st.role == "branch"]  # WSD branches start once their trunk checkpoint exists
-
-    def release_branches() -> None:
-        active = {st.trial_id for st in queue} | {st.trial_id for st, _ in in_flight.values()}
-        for st in list(waiting):
-            path = os.path.join(ckpt_root, sweep, st.depends_on, f"branch-{st.branch_step}.pt")
-            if os.path.exists(path):
-                waiting.remove(st)
-                queue.insert(0, dataclasses.replace(st, trial=dataclasses.replace(st.trial, init_from=path)))
-            elif st.depends_on not in active and _leased_elsewhere(results_dir, sweep, st.depends_on, keeper):
-                waiting.remove(st)  # another driver trains its trunk: that driver runs this branch
-                progress.counts["skipped"] += 1
-            elif st.depends_on not in active:  # its trunk ended (now or before) without reaching the branch point
-                waiting.remove(st)
-                error = f"trunk {st.depends_on} has no checkpoint at step {st.branch_step} ({path})"
-                record(st, next_attempt(results_dir, sweep, st.trial_id),
-                       {**st.row(), "trial_id": st.trial_id, "status": "failed", "error": error}, [])  # fmt: skip
-
     with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:
+        run = _SweepRun(sweep, todo, results_dir, opts, git_sha, keeper, progress, latest)
         try:
-            while queue or in_flight or waiting:
-                release_branches()
-                batch = []
-                while queue and len(in_flight) + len(batch) < cap:
-                    st = queue.pop(0)
-                    if keeper.acquire(sweep, st.trial_id):
-                        batch.append(st)
-                    else:
-                        progress.counts["skipped"] += 1  # another driver is running it
-                if batch:  # re-read after taking the leases: another driver may have just finished one
-                    fresh = _latest(results_dir, sweep)
-                    for st in batch:
-                        if not _pending(st, fresh.get(st.trial_id), opts.retry):
-                            keeper.release(sweep, st.trial_id)
-                            progress.counts["skipped"] += 1
-                        else:
-                            submit(st, next_attempt(results_dir, sweep, st.trial_id))
-                if in_flight:
-                    ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-                    for ref in ready:
-                        collect(ref)
-                progress.show(len(in_flight))
+            drive(pool, cap, run.take, run.done, run.more, tick=progress.show)
         except KeyboardInterrupt:
-            _interrupt(in_flight, stop_file, opts.grace_s, collect, record)
+            run.interrupt(pool)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -272,35 +223,6 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     if not opts.quiet:
         sys.stderr.write("\n")
     return dict(progress.counts)
-
-
-def _interrupt(in_flight: dict, stop_file: str, grace_s: float, collect, record) -> None:
-    """Ask running trials to checkpoint and stop; record each as it reports (interrupted)."""
-    sys.stderr.write(f"\ninterrupted: asking {len(in_flight)} running trial(s) to checkpoint (<= {grace_s:.0f} s)\n")
-    os.makedirs(os.path.dirname(stop_file), exist_ok=True)
-    open(stop_file, "w").close()
-    deadline = time.time() + grace_s
-    while in_flight and time.time() < deadline:
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-        for ref in ready:
-            collect(ref)
-    for ref, (st, attempt) in list(in_flight.items()):  # never reported: its last checkpoint stands
-        in_flight.pop(ref)
-        ray.cancel(ref, force=True)
-        record(
-            st,
-            attempt,
-            {
-                **st.row(),
-                "trial_id": st.trial_id,
-                "attempt": attempt,
-                "status": "interrupted",
-                "error": f"no report within {grace_s:.0f} s of the interrupt",
-            },
-            [],
-        )
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(stop_file)
 
 
 def _leased_elsewhere(results_dir: str, sweep: str, trial_id: str, keeper) -> bool:
@@ -329,49 +251,3 @@ class _NoLeases:
 
     def release(self, sweep: str, trial_id: str) -> None:
         return None
-
-
-@ray.remote
-def _call(fn, *args):
-    return fn(*args)
-
-
-class TaskPool:
-    """Plain functions as Ray tasks with resources, for callers that must not import ray (tune.py).
-
-    submit(key, fn, *args) starts fn(*args) on the cluster; wait() returns the finished ones as
-    (key, ok, value or exception): failures are values here too.
-    """
-
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3) -> None:
-        connect(address, num_cpus)
-        self.max_retries = max_retries
-        self.in_flight: dict = {}
-
-    def submit(self, key, fn, *args, cpus: float = 1.0, gpus: float = 0.0) -> None:
-        opts = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.max_retries, "retry_exceptions": False}
-        self.in_flight[_call.options(**opts).remote(fn, *args)] = key
-
-    def wait(self, timeout: float = 1.0) -> list[tuple[object, bool, object]]:
-        if not self.in_flight:
-            return []
-        ready, _ = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=timeout)
-        out = []
-        for ref in ready:
-            key = self.in_flight.pop(ref)
-            try:
-                out.append((key, True, ray.get(ref)))
-            except Exception as e:
-                out.append((key, False, e))
-        return out
-
-    def __len__(self) -> int:
-        return len(self.in_flight)
-
-    def slots(self, cpus: float, gpus: float) -> int:
-        return cluster_slots(cpus, gpus)
-
-
-def shutdown() -> None:
-    if ray.is_initialized():
-        ray.shutdown()

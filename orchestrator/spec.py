@@ -1,20 +1,21 @@
-"""A sweep spec: one TOML file -> validated trials with content-hash ids, and a dry-run table.
+"""A sweep spec: one TOML file -> parsed and validated, then expanded into trials (expand.py).
 
-Every key is documented in sweeps/demo.toml. Validation reports every bad field at once, one line
-each as `<file>: <field>: <reason>`, before anything runs. A trial's id is a readable prefix plus a
-hash of everything that changes its result (model, training, token stream, budget), so the same
-spec always gives the same ids and extending an axis leaves the existing ids alone.
+Every key is documented in sweeps/demo.toml; each section's keys are its config dataclass's fields.
+Validation reports every bad field at once, one line each as `<file>: <field>: <reason>`, before
+anything runs: field checks live in each config's errors() (ModelConfig, TrainConfig, TuneConfig),
+and this module points each line at the spec key or axis value the field came from. Ids come from
+records.ids: the same spec always gives the same ids and extending an axis leaves the others alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+import types
+import typing
 
 try:
     import tomllib
@@ -22,42 +23,50 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+from orchestrator.expand import AXES, MODEL_AXES, WSD_BRANCHES, base_model, expand, shapes_of, smallest_shapes
 from orchestrator.ladder import LADDER
-from orchestrator.results import check_name
-from orchestrator.tune import TUNED, TuneConfig, model_n, tuned_lr
-from tiedattn.accounting import account, match_params, training_flops
+from orchestrator.sweep import CPU_FLOPS_PER_S, GPU_FLOPS_PER_S, Sweep, SweepTrial, TuneConfig
+from records.layout import check_name
+from records.tuning import TUNED, read_tuned
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
 from tiedattn.model import ModelConfig
-from tiedattn.train import TrainConfig, Trial
+from tiedattn.train import TrainConfig
 
-# section -> key -> TOML type (an integer is a valid float). Anything else is an unknown key.
-_SECTIONS: dict[str, dict[str, type]] = {
-    "data": {"corpus": str, "tokenizer": str, "vocab_size": int, "max_bytes": int, "val_fraction": float}
-    | {"split_seed": int, "cache_dir": str},
-    "model": {"vocab_size": int, "seq_len": int, "pos": str, "d_ff": int, "norm": str, "bias": bool}
-    | {"tie_embeddings": bool, "rope_base": float},
-    "train": {"batch_size": int, "lr": float, "schedule": str, "warmup_frac": float, "warmup_tokens": int}
-    | {"min_lr_frac": float, "cooldown_frac": float, "cooldown_shape": str, "weight_decay": float}
-    | {"grad_clip": float, "n_evals": int, "eval_tokens": int, "checkpoint_every_s": float, "compile": bool}
-    | {"seed": int},
+_TOML = {int: int, float: float, str: str, bool: bool, tuple: list}
+
+
+def _keys(cls: type, skip: tuple[str, ...]) -> dict[str, type]:
+    """A section's keys and TOML types, derived from its config dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        args = typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else (hints[f.name],)
+        kind = typing.get_origin(args[0]) or args[0]
+        if f.name not in skip and kind in _TOML:
+            out[f.name] = _TOML[kind]
+    return out
+
+
+# section -> key -> TOML type (an integer is a valid float); anything else is an unknown key. Each
+# section is its config dataclass's fields, less those another part of the spec sets.
+_SIZE_KEYS = ("d_model", "n_layer", "n_head")
+_SECTIONS: dict[str, dict[str, type | tuple]] = {
+    "data": _keys(DataConfig, ()),
+    "model": _keys(ModelConfig, ("variant", *_SIZE_KEYS)),
+    # tokens: the budget; seq_len: [model]'s or the grid's; runtime fields the runner sets
+    "train": _keys(TrainConfig, ("tokens", "seq_len", "save_at_steps", "device", "threads")),
     "budget": {"tokens_basis": str, "n_basis": str, "match": str},
     "resources": {"cpus": float, "gpus": float, "flops_per_s": float},
-    "tune": {"sizes": list, "tokens_per_param": float, "n_trials": int, "lr_min": float, "lr_max": float}
-    | {"warmup": bool, "seed": int, "parallel": int},
+    "tune": _keys(TuneConfig, ()),
 }
+_SECTIONS["train"]["lr"] = (float, str)  # a number, or "tuned" (records.tuning)
 _TOP = {"name": str, **dict.fromkeys(_SECTIONS, dict), "sizes": dict, "grid": dict}
-_SIZE = {"d_model": int, "n_layer": int, "n_head": int, "d_ff": int}
-_AXES = {"variant": str, "size": (str, dict), "tokens_per_param": float, "seq_len": int, "pos": str}
-_AXES |= {"seed": int, "lr": float, "schedule": str}
-_SECTIONS["train"]["lr"] = _AXES["lr"] = (float, str)  # a number, or "tuned" (orchestrator/tune.py)
-_AXIS_DEFAULT = {"seq_len": "model", "pos": "model", "seed": "train", "lr": "train", "schedule": "train"}
+_SIZE = {k: int for k in (*_SIZE_KEYS, "d_ff")}
+_AXES = {k: t for k, (t, _) in AXES.items()}
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
 _TOML_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
 _TOML_NAMES[list] = "a list"
-RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")  # never change a result
-CPU_FLOPS_PER_S = 3e10  # per 1-thread CPU trial: the demo sweep did 1.22e13 FLOPs in ~190 s on 2 slots
-GPU_FLOPS_PER_S = 4e14  # per GPU: ~40% MFU of an H100 in bf16
 
 
 class SpecError(ValueError):
@@ -66,47 +75,6 @@ class SpecError(ValueError):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-@dataclass(frozen=True)
-class SweepTrial:
-    trial_id: str
-    trial: Trial  # workdir=None: the runner sets it
-    tokens_per_param: float
-    tokens_basis: str  # "baseline" | "own": whose N set the token budget
-    n_basis: str  # "non_embedding" | "total": which N
-    match: str  # "none" | "params": d_ff widened to the baseline's non-embedding params
-    cpus: float
-    gpus: float
-    flops: float  # training FLOPs: flops_per_token(seq_len) * tokens
-    corpus_fingerprint: str | None = None  # None when loaded with fingerprint=False
-    role: str = "trial"  # "trial" | "trunk" (WSD stable phase) | "branch" (a WSD cooldown off a trunk)
-    depends_on: str | None = None  # branch: its trunk's trial_id
-    branch_step: int | None = None  # branch: the trunk step it starts from (branch-<step>.pt)
-
-    def row(self) -> dict:
-        """The config columns of this trial's results row (orchestrator.results.TRIALS_SCHEMA)."""
-        m, t = self.trial.model, self.trial.train
-        row = {f: getattr(m, f) for f in ("variant", "d_model", "n_layer", "n_head", "vocab_size", "pos", "norm")}
-        row |= {f: getattr(m, f) for f in ("bias", "tie_embeddings")}
-        row |= {f: getattr(t, f) for f in ("batch_size", "lr", "schedule", "warmup_frac", "cooldown_frac", "seed")}
-        row |= {f: getattr(t, f) for f in ("cooldown_shape", "weight_decay")}
-        row |= {f: getattr(self, f) for f in ("tokens_per_param", "tokens_basis", "n_basis", "match")}
-        row |= {"d_ff": m.ff, "n_kv_head": parse_variant(m.variant).n_kv_head(m.n_head), "seq_len": t.seq_len}
-        row |= {"corpus": self.trial.data.corpus, "corpus_fingerprint": self.corpus_fingerprint}
-        return row | {"branch_of": self.depends_on} | ({"schedule": "wsd-trunk"} if self.role == "trunk" else {})
-
-
-@dataclass(frozen=True)
-class Sweep:
-    name: str
-    path: str
-    trials: list[SweepTrial]
-    data: DataConfig
-    cpus: float  # per trial
-    gpus: float  # per trial; fractional allowed
-    flops_per_s: float  # assumed throughput per trial, for time estimates only
-    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)  # [tune], sizes resolved (orchestrator/tune.py)
 
 
 class _Errors(list):
@@ -181,14 +149,16 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
     for key in ("variant", "size", "tokens_per_param"):
         if key not in grid:
             errs.add(f"grid.{key}", "missing: the grid needs variant, size and tokens_per_param")
-    for key, section in _AXIS_DEFAULT.items():
+    for key, (_, section) in AXES.items():
+        if section is None:
+            continue
         if key in grid and key in sec[section] and key != "seq_len":  # [model] seq_len is the context size
             errs.add(f"grid.{key}", f"also set in [{section}]: keep one")
         elif key not in grid:
             default = sec[section].get(key, getattr(ModelConfig if section == "model" else TrainConfig, key, None))
             axes[key] = [(f"{section}.{key}", default)]
     checked = {}
-    for key, values in axes.items():
+    for key, values in sorted(axes.items(), key=lambda kv: list(AXES).index(kv[0]) if kv[0] in AXES else 99):
         seen, out = {}, []
         for where, given in values:
             try:
@@ -196,7 +166,7 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
             except ValueError as e:
                 errs.add(where, str(e).removeprefix("variant: "))
                 continue
-            if v is None:
+            if key == "size" and v is None:
                 continue
             same = json.dumps(v, sort_keys=True)
             if same in seen:
@@ -206,6 +176,9 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
                 where = f"sizes.{given}"  # its fields' errors point at the [sizes] entry
             out.append((where, v))
         checked[key] = out
+    for where, size in checked.get("size", []) if "d_ff" in grid else []:  # both would set the MLP width
+        if "d_ff" in size:
+            errs.add(f"{where}.d_ff", "also set in grid.d_ff: keep one")
     return checked
 
 
@@ -235,10 +208,6 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
     return v
 
 
-def _label(size: dict) -> str:
-    return f"d{size['d_model']}l{size['n_layer']}h{size['n_head']}"
-
-
 def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
     """ModelConfig/TrainConfig checks over every combination of valid axis values, each line
     pointing at the axis value or section key that the field came from."""
@@ -246,50 +215,35 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
     ctx = model.get("seq_len")  # context / position table size; None = each trial's seq_len
     sizes = []  # a shape that cannot work with any variant gets one line per field, not one per variant
     for sw, s in axes["size"]:
-        own = [e.split(": ", 1) for e in _model("baseline", s, 1, "learned", sec).errors()]
+        own = [e.split(": ", 1) for e in base_model("baseline", s, {"seq_len": 1, "pos": "learned"}, sec).errors()]
         for field, reason in own:
             if field in s:
                 errs.add(f"{sw}.{field}", reason)
         sizes += [] if any(field in s for field, _ in own) else [(sw, s)]
-    for (vw, v), (sw, s), (tw, T), (pw, pos) in itertools.product(axes["variant"], sizes, axes["seq_len"], axes["pos"]):
-        where = {"variant": vw, "seq_len": tw, "pos": pw, **{k: f"{sw}.{k}" for k in s}}
+    keys = ("variant", "seq_len", *MODEL_AXES)
+    for (sw, s), *combo in itertools.product(sizes, *(axes[k] for k in keys)):
+        point = {k: x for k, (_, x) in zip(keys, combo, strict=True)}
+        where = {k: w for k, (w, _) in zip(keys, combo, strict=True)} | {k: f"{sw}.{k}" for k in s}
         where["vocab_size"] = "model.vocab_size" if "vocab_size" in model else "data.vocab_size"
-        cfg = _model(v, s, T, pos, sec)
+        cfg = base_model(point["variant"], s, point, sec)
         for err in cfg.errors():
             field, reason = err.split(": ", 1)
-            suffix = f" (size {_label(s)})" if field == "variant" else ""
+            suffix = f" (size {cfg.label})" if field == "variant" else ""
             errs.add(where.get(field, f"model.{field}"), reason + suffix)
+        T = point["seq_len"]
         if ctx is not None and T > ctx:
-            kind = "learned position table" if pos == "learned" else "model context (rope cache)"
-            errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
+            kind = "learned position table" if point["pos"] == "learned" else "model context (rope cache)"
+            errs.add(where["seq_len"], f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
         lr = TrainConfig.lr if lr == TUNED else lr  # tuned rates are > 0; the schedule's checks still apply
-        plain = "wsd" if schedule == "wsd-branches" else schedule  # branches are WSD runs (orchestrator/branches.py)
+        plain = "wsd" if schedule == WSD_BRANCHES else schedule  # branches are WSD runs (orchestrator/branches.py)
         for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": plain}).errors():
             field, reason = err.split(": ", 1)
             errs.add(
                 where.get(field, f"train.{field}"),
                 reason.replace("'cosine' or 'wsd', got", "'cosine', 'wsd' or 'wsd-branches', got"),
             )
-    # Not checked by TrainConfig.errors(), but each would fail (or silently misbehave) mid-run.
-    for key, ok, rule in (
-        ("min_lr_frac", lambda x: 0 <= x <= 1, "in [0, 1]"),
-        ("grad_clip", lambda x: x > 0, "> 0"),
-        ("weight_decay", lambda x: x >= 0, ">= 0"),
-        ("n_evals", lambda x: x >= 1, ">= 1"),
-        ("eval_tokens", lambda x: x >= 1, ">= 1"),
-        ("warmup_tokens", lambda x: x >= 0, ">= 0"),
-    ):
-        if key in train and not ok(train[key]):
-            errs.add(f"train.{key}", f"must be {rule}, got {train[key]}")
-
-
-def _model(variant: str, size: dict, seq_len: int, pos: str, sec: dict) -> ModelConfig:
-    m = sec["model"]
-    kw = {k: m[k] for k in ("d_ff", "norm", "bias", "tie_embeddings", "rope_base") if k in m}
-    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size))
-    return ModelConfig(variant=variant, **{**kw, **size}, vocab_size=vocab, seq_len=m.get("seq_len", seq_len), pos=pos)
 
 
 def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
@@ -311,9 +265,9 @@ def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
         return None
 
 
-def _tune_section(errs: _Errors, tune: dict, axes: dict, sizes: dict) -> TuneConfig:
-    """[tune], its sizes as labels of grid sizes (left empty when not given: see _smallest_sizes)."""
-    grid = {_label(s) for _, s in axes.get("size", [])}
+def _tune_section(errs: _Errors, tune: dict, axes: dict, sizes: dict, sec: dict) -> TuneConfig:
+    """[tune], its sizes as shape ids of grid shapes (left empty when not given: see smallest_shapes)."""
+    grid = {m.label for _, s in axes.get("size", []) for m in shapes_of(s, axes, sec)}
     labels: list[str] = []
     if "sizes" in tune and not tune["sizes"]:
         errs.add("tune.sizes", "empty: list at least one size (or leave it out: the grid's 2 smallest)")
@@ -329,25 +283,17 @@ def _tune_section(errs: _Errors, tune: dict, axes: dict, sizes: dict) -> TuneCon
             continue
         if size is None:
             continue
-        if _label(size) not in grid:
-            errs.add(where, f"size {_label(size)} is not in grid.size (tuning trains the sweep's own cells)")
-        elif _label(size) in labels:
-            errs.add(where, f"repeats size {_label(size)}")
-        labels.append(_label(size))
+        for label in (m.label for m in shapes_of(size, axes, sec)):
+            if label not in grid:
+                errs.add(where, f"size {label} is not in grid.size (tuning trains the sweep's own cells)")
+            elif label in labels:
+                errs.add(where, f"repeats size {label}")
+            labels.append(label)
     cfg = TuneConfig(**{**tune, "sizes": tuple(labels)})
     for err in cfg.errors():
         field, reason = err.split(": ", 1)
         errs.add(f"tune.{field}", reason)
     return cfg
-
-
-def _smallest_sizes(axes: dict, sec: dict, k: int = 2) -> tuple[str, ...]:
-    """Labels of the grid's k smallest sizes by the baseline's non-embedding params."""
-    T, pos = axes["seq_len"][0][1], axes["pos"][0][1]
-    by_n = sorted(
-        (account(_model("baseline", s, T, pos, sec)).params_non_embedding, _label(s)) for _, s in axes["size"]
-    )
-    return tuple(dict.fromkeys(label for _, label in by_n))[:k]
 
 
 def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None, untuned_ok: bool = False) -> Sweep:
@@ -399,29 +345,22 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         else:
             sizes[name] = _size(errs, table, f"sizes.{name}")
     axes = _axes(errs, top, sec, sizes)
-    tune = _tune_section(errs, sec["tune"], axes, sizes)
+    ok = all(axes.get(k) for k in AXES)
+    tune = _tune_section(errs, sec["tune"], axes, sizes, sec) if ok else TuneConfig()
     for where, _ in (x for x in axes.get("lr", []) if x[1] == TUNED):
         if tuned is None and not untuned_ok:
             errs.add(where, f'"{TUNED}" needs tuning results: run tiedsweep tune {path} first')
         for vw, v in axes.get("variant", []) if tuned is not None else []:
             if (tuned.get(v) or {}).get("rule") is None:
                 errs.add(vw, f'no tuned learning rate for {v} (lr = "{TUNED}"): run tiedsweep tune {path}')
-    if all(axes.get(k) for k in ("variant", "size", "seq_len", "pos", "lr", "schedule")):
+    if ok:
         _combination_errors(errs, axes, sec)
     fp = _data_errors(errs, sec["data"], fingerprint)
     if errs:
         raise SpecError(list(errs))
     data = DataConfig(**sec["data"])
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
-    combos = itertools.product(*(axes[k] for k in _AXES))
-    min_tpp = min(x for _, x in axes["tokens_per_param"])
-    trials = [
-        _trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus, min_tpp, tuned)
-        for combo in combos
-    ]
-    from orchestrator.branches import plan_branches  # branches.py builds on this module
-
-    trials = plan_branches(trials)  # schedule = "wsd-branches": one trunk + a cooldown branch per budget
+    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned)
     seen: dict[str, SweepTrial] = {}
     for t in trials:
         if t.trial_id in seen:  # e.g. two size names for one shape
@@ -430,77 +369,16 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     if errs:
         raise SpecError(list(errs))
     if not tune.sizes:
-        tune = dataclasses.replace(tune, sizes=_smallest_sizes(axes, sec))
+        tune = dataclasses.replace(tune, sizes=smallest_shapes(axes, sec))
     return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s, tune)
 
 
-# Bump when a code change (model, init, schedule, loss, data packing) changes results for the same
-# config: every trial id changes with it, so old rows are never taken for new ones.
-RESULTS_VERSION = 1
-
-
-def content_hash(payload: dict) -> str:
-    """8 hex digits of sha256 over the canonical JSON of everything that changes a result."""
-    blob = json.dumps({"results_version": RESULTS_VERSION, **payload}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
-
-
-def _trial(
-    combo: dict,
-    sec: dict,
-    data: DataConfig,
-    fp: str | None,
-    budget: dict,
-    cpus: float,
-    gpus: float,
-    min_tpp: float,
-    tuned: dict | None = None,
-):
-    v = {k: x for k, (_, x) in combo.items()}  # axis -> value
-    baseline = _model("baseline", v["size"], v["seq_len"], v["pos"], sec)
-    cfg = dataclasses.replace(baseline, variant=v["variant"])
-    if budget["match"] == "params":
-        cfg = match_params(cfg)
-    cfg = dataclasses.replace(cfg, d_ff=cfg.ff)  # resolved: d_ff unset and d_ff = 4d hash alike
-    if v["lr"] == TUNED:  # resolved before the hash: the id follows the rate actually trained with
-        n = model_n(cfg, budget["n_basis"])  # the variant's own N, as `tiedsweep tune` counts it
-        v["lr"] = TrainConfig.lr if tuned is None else tuned_lr(tuned, cfg.variant, _label(v["size"]), n)
-    acct = account(baseline if budget["tokens_basis"] == "baseline" else cfg)
-    n = acct.params_non_embedding if budget["n_basis"] == "non_embedding" else acct.params_total
-    train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed")}
-    step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * v["seq_len"]
-    tokens = max(1, math.ceil(v["tokens_per_param"] * n / step_tokens)) * step_tokens  # whole steps, as trained
-    plan = v["schedule"]
-    if plan == "wsd-branches":  # every budget shares one absolute warmup: that of the smallest budget
-        smallest = max(1, math.ceil(min_tpp * n / step_tokens)) * step_tokens
-        train_kw.setdefault("warmup_tokens", round(train_kw.get("warmup_frac", TrainConfig.warmup_frac) * smallest))
-    tcfg = TrainConfig(
-        tokens=tokens,
-        seq_len=v["seq_len"],
-        lr=v["lr"],
-        schedule="wsd" if plan == "wsd-branches" else plan,
-        seed=v["seed"],
-        **train_kw,
-    )
-    trial = Trial(cfg, tcfg, data)
-    flops = training_flops(cfg, v["seq_len"], tokens)
-    payload = {
-        "model": dataclasses.asdict(cfg),
-        "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in RUNTIME_FIELDS},
-        "data": {"fingerprint": fp} if fp else {k: x for k, x in dataclasses.asdict(data).items() if k != "cache_dir"},
-        "budget": {"tokens_per_param": v["tokens_per_param"], **budget},
-    } | ({"plan": plan} if plan == "wsd-branches" else {})
-    digest = content_hash(payload)
-    multiplier = f"{v['tokens_per_param']:g}".replace("+", "")  # 1e+06 -> 1e06: ids are path-safe
-    trial_id = f"{cfg.variant}-{_label(v['size'])}-m{multiplier}-s{v['seed']}-{digest}"
-    return SweepTrial(
-        trial_id,
-        trial,
-        v["tokens_per_param"],
-        **budget,
-        cpus=cpus,
-        gpus=gpus,
-        flops=flops,
-        corpus_fingerprint=fp,
-        role="branch" if plan == "wsd-branches" else "trial",
-    )
+def tuned_for_spec(spec_path: str, results_dir: str) -> dict | None:
+    """records.tuning.read_tuned for the sweep a spec names, read before the spec is validated
+    (load_spec needs it for lr = "tuned")."""
+    try:
+        with open(spec_path, "rb") as f:
+            name = tomllib.load(f).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # load_spec reports it
+    return read_tuned(results_dir, name) if isinstance(name, str) and "/" not in name else None

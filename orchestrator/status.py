@@ -7,15 +7,16 @@ from collections import Counter, defaultdict
 
 from orchestrator.lease import leases_supported, owner_alive, read_lease
 from orchestrator.manifest import read_manifest, sweeps_in
-from orchestrator.results import read_trials
-from orchestrator.tune import format_tuning, tuned_sweeps, tuning_status
+from orchestrator.tune import format_tuning, tuning_status
+from records.store import read_trials
+from records.tuning import tuned_sweeps
 
 LEASE_TTL_S = 60.0  # the drivers' default (RunOptions.lease_ttl_s)
 STATUSES = ("completed", "running", "pending", "failed", "diverged", "interrupted")
 
 
 def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
-    """{sweep: {"by_cell": {variant: {size: {status: n}}}, "totals", "tokens_done", "tokens_left", "eta_s"}}.
+    """{sweep: {"by_cell": {variant: {shape_id: {status: n}}}, "totals", "tokens_done", "tokens_left", "eta_s"}}.
 
     ETA = FLOPs left / the FLOP rate completed trials achieved per trial, divided by the number of
     trials running now (at least 1): a rough figure, stated as such.
@@ -45,8 +46,7 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
                 lease = read_lease(results_dir, name, st.trial_id)
                 fresh = lease is not None and time.time() - lease.heartbeat < LEASE_TTL_S and owner_alive(lease.owner)
                 state = "running" if fresh else state  # a dead driver's lease is not a running trial
-            m = st.trial.model
-            by_cell[st.row()["variant"]][m.label][state] += 1
+            by_cell[st.trial.model.variant][st.shape_id][state] += 1
             totals[state] += 1
             if state == "completed":
                 tokens_done += row["tokens"] or 0

@@ -1,16 +1,16 @@
 """`tiedsweep tune`: the peak learning rate of every variant, tuned on short proxy runs.
 
 One learning rate for every variant (as in the paper) favours the variant it suits; this finds each
-variant's own. For each (variant, size) of the spec's [tune] section an Optuna study (TPE sampler,
+variant's own. For each (variant, shape) of the spec's [tune] section an Optuna study (TPE sampler,
 median pruner) picks log-uniform rates (and optionally warmup fractions) for proxy runs of
 tokens_per_param x N tokens, N the variant's own parameters (the sweep's n_basis). The driver asks
-and tells; each proxy runs as a task of the sweep's Ray cluster (orchestrator.runner.TaskPool),
-several at a time across studies, and reports its validation losses straight into the study, so
-the pruner can stop it between evals.
+and tells; each proxy runs through the trials' own execute() as a task of the sweep's pool
+(orchestrator.pool.drive, the loop sweeps use too), several at a time across studies, and reports
+its validation losses straight into the study, so the pruner can stop it between evals.
 
 Everything lives in DIR/tuning/<sweep>/: optuna.journal (Optuna's journal storage: an append-only
 log that several processes share through a file lock, NFS included), runs/ (proxy checkpoints while
-they run) and lr.json, the best rate per (variant, size) and a rule lr(N) per variant. A rerun
+they run) and lr.json (records/tuning.py), the best rate per (variant, shape id) and a rule lr(N) per variant. A rerun
 resumes: it asks each study only for its missing trials, and a trial that a killed driver left
 running is marked failed and asked again with the same parameters. One tuning driver per results
 directory at a time.
@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -37,61 +36,18 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from orchestrator.execute import Paths, execute
+from orchestrator.expand import budget_tokens, model_n
+from orchestrator.pool import Pool, Task, drive
+from orchestrator.sweep import Sweep, SweepTrial, TuneConfig
+from records.ids import data_key, trial_id
+from records.layout import is_local, log_path, tuning_dir
+from records.tuning import LR_FILE, journal_path
+from tiedattn.accounting import training_flops
+from tiedattn.train import total_steps
 
-from tiedattn.accounting import account, training_flops
-from tiedattn.model import ModelConfig
-from tiedattn.train import total_steps, train
-
-if TYPE_CHECKING:
-    from orchestrator.runner import TaskPool
-    from orchestrator.spec import Sweep, SweepTrial
-
-TUNED = "tuned"  # `lr = "tuned"` in a sweep spec
-JOURNAL, LR_FILE = "optuna.journal", "lr.json"
 WARMUP_RANGE = (0.01, 0.2)  # warmup_frac, when [tune] warmup = true
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """The [tune] section of a sweep spec (README: Learning-rate tuning)."""
-
-    sizes: tuple[str, ...] = ()  # size labels (d32l1h4); load_spec fills in the grid's 2 smallest
-    tokens_per_param: float = 10.0  # proxy budget: tokens = 10 x N, half Chinchilla's 20: short, past the warmup
-    n_trials: int = 12  # per (variant, size) study, pruned ones included
-    lr_min: float = 1e-4
-    lr_max: float = 3e-2
-    warmup: bool = False  # also tune warmup_frac in WARMUP_RANGE
-    seed: int = 0  # TPE sampler
-    parallel: int | None = None  # proxies in flight, all studies together; None: as many as the cluster fits
-
-    def errors(self) -> list[str]:
-        errs = []
-        if not (self.tokens_per_param > 0 and math.isfinite(self.tokens_per_param)):
-            errs.append(f"tokens_per_param: must be > 0, got {self.tokens_per_param:g}")
-        if self.n_trials < 1:
-            errs.append(f"n_trials: must be >= 1, got {self.n_trials}")
-        if not self.lr_min > 0:
-            errs.append(f"lr_min: must be > 0, got {self.lr_min:g}")
-        if not self.lr_max > 0:
-            errs.append(f"lr_max: must be > 0, got {self.lr_max:g}")
-        elif self.lr_min > 0 and not self.lr_max > self.lr_min:
-            errs.append(f"lr_max: must be > lr_min ({self.lr_min:g}), got {self.lr_max:g}")
-        if self.seed < 0:
-            errs.append(f"seed: must be >= 0, got {self.seed}")
-        if self.parallel is not None and self.parallel < 1:
-            errs.append(f"parallel: must be >= 1 (or left out: as many as the cluster fits), got {self.parallel}")
-        return errs
-
-
-def model_n(model: ModelConfig, n_basis: str) -> int:
-    """N of this model: its non-embedding or total parameters (a sweep's [budget] n_basis)."""
-    acct = account(model)
-    return acct.params_non_embedding if n_basis == "non_embedding" else acct.params_total
 
 
 def fit_rule(points: list[tuple[int, float]], bounds: tuple[float, float] | None = None) -> dict:
@@ -120,55 +76,6 @@ def fit_rule(points: list[tuple[int, float]], bounds: tuple[float, float] | None
     return rule
 
 
-def tuned_lr(lrs: dict, variant: str, size_key: str, n: int) -> float:
-    """The tuned rate of (variant, size) if that size was tuned, else the variant's rule at N.
-    KeyError (its message names what is missing) if the variant has no tuning results."""
-    if variant not in lrs:
-        raise KeyError(f"no tuned rate for variant '{variant}' (tuned: {', '.join(lrs) or 'none'})")
-    entry = lrs[variant]
-    if size_key in entry["sizes"]:
-        return float(entry["sizes"][size_key]["lr"])
-    rule = entry.get("rule")
-    if rule is None:
-        raise KeyError(f"variant '{variant}' has no tuned rate (no proxy of it completed)")
-    lr = math.exp(rule["log_c"]) * n ** rule["p"]
-    return min(max(lr, rule.get("lr_min", lr)), rule.get("lr_max", lr))
-
-
-def tuning_dir(results_dir: str, sweep: str) -> str:
-    return os.path.join(results_dir.removeprefix("file://"), "tuning", sweep)
-
-
-def tuned_sweeps(results_dir: str) -> list[str]:
-    """Names of the sweeps with a tuning journal in results_dir."""
-    if "://" in results_dir and not results_dir.startswith("file://"):
-        return []
-    root = os.path.dirname(tuning_dir(results_dir, "x"))
-    names = os.listdir(root) if os.path.isdir(root) else []
-    return sorted(n for n in names if os.path.exists(os.path.join(root, n, JOURNAL)))
-
-
-def read_tuned(results_dir: str, sweep: str) -> dict | None:
-    """The parsed DIR/tuning/<sweep>/lr.json, or None if there is none (or DIR is an object store)."""
-    if "://" in results_dir and not results_dir.startswith("file://"):
-        return None
-    try:
-        with open(os.path.join(tuning_dir(results_dir, sweep), LR_FILE)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def tuned_for_spec(spec_path: str, results_dir: str) -> dict | None:
-    """read_tuned for the sweep a spec names, read before the spec is validated (load_spec needs it)."""
-    try:
-        with open(spec_path, "rb") as f:
-            name = tomllib.load(f).get("name")
-    except (OSError, tomllib.TOMLDecodeError):
-        return None  # load_spec reports it
-    return read_tuned(results_dir, name) if isinstance(name, str) and "/" not in name else None
-
-
 def _storage(path: str) -> JournalStorage:
     return JournalStorage(JournalFileBackend(path))
 
@@ -188,27 +95,25 @@ def study_name(sweep: str, variant: str, label: str) -> str:
     return f"{sweep}-{variant}-{label}"
 
 
-def proxy_trial(sweep: Sweep, variant: str, label: str, tokens_per_param: float) -> tuple[SweepTrial, int]:
-    """(the proxy run of (variant, size), N): the sweep's own trial of that cell with the smallest
+def proxy_trial(sweep: Sweep, variant: str, shape_id: str, tokens_per_param: float) -> tuple[SweepTrial, int]:
+    """(the proxy run of (variant, shape), N): the sweep's own trial of that shape with the smallest
     budget, retrained on tokens_per_param x N tokens (whole steps); lr and workdir are set per run."""
-    cells = [
-        st
-        for st in sweep.trials
-        if st.role != "trunk" and st.trial.model.variant == variant and st.trial.model.label == label
-    ]
+    cells = [st for st in sweep.trials if st.role != "trunk" and st.trial.model.variant == variant
+             and st.shape_id == shape_id]  # fmt: skip
     st = min(cells, key=lambda s: s.trial.train.tokens)  # the first in grid order among equals
     m, t = st.trial.model, st.trial.train
     n = model_n(m, st.n_basis)
-    per_step = t.batch_size * (t.seq_len or m.seq_len)
-    tokens = max(1, math.ceil(tokens_per_param * n / per_step)) * per_step
+    T = t.seq_len or m.seq_len
+    tokens = budget_tokens(tokens_per_param, n, t.batch_size * T)
     train_cfg = dataclasses.replace(t, tokens=tokens, save_at_steps=(), threads=max(1, int(st.cpus)))
-    flops = training_flops(m, t.seq_len or m.seq_len, tokens)
+    budget = {**st.budget, "tokens_per_param": tokens_per_param}
+    data = data_key(st.trial.data, st.corpus_fingerprint)
     proxy = dataclasses.replace(
         st,
-        trial_id=f"tune-{variant}-{label}",
+        trial_id=trial_id(m, train_cfg, data, budget, shape_id=shape_id, role="proxy"),
         trial=dataclasses.replace(st.trial, train=train_cfg, init_from=None),
         tokens_per_param=tokens_per_param,
-        flops=flops,
+        flops=training_flops(m, T, tokens),
         role="trial",
         depends_on=None,
         branch_step=None,
@@ -216,10 +121,11 @@ def proxy_trial(sweep: Sweep, variant: str, label: str, tokens_per_param: float)
     return proxy, n
 
 
-def run_proxy(st: SweepTrial, storage_path: str, name: str, trial_id: int, warmup_steps: int) -> dict:
-    """Train one proxy (a TaskPool task), reporting each eval's validation loss to its Optuna trial
-    and stopping when the pruner says so. Returns {"status": completed | pruned | diverged, "value":
-    the final val loss, or the last one reported; "steps", "wall_s"}. Exceptions propagate (FAIL)."""
+def run_proxy(st: SweepTrial, paths: Paths, storage_path: str, name: str, trial_id: int, warmup_steps: int) -> dict:
+    """Train one proxy through the trials' own execute() (corpus check, log, failure as a row),
+    reporting each eval's validation loss to its Optuna trial and stopping when the pruner says so.
+    Returns {"status": completed | pruned | diverged | failed, "value": the final val loss, or the
+    last one reported; "steps", "wall_s", "error"}."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=name,
@@ -235,12 +141,12 @@ def run_proxy(st: SweepTrial, storage_path: str, name: str, trial_id: int, warmu
         seen["last"] = row["val_loss"]
         seen["pruned"] = trial.should_prune()
 
-    result = train(st.trial, stop=lambda step: seen["pruned"], on_eval=on_eval)
-    if st.trial.workdir:  # a finished proxy is never resumed: its checkpoint is only disk space
-        shutil.rmtree(st.trial.workdir, ignore_errors=True)
-    status = "pruned" if result.status == "interrupted" else result.status
-    value = result.summary["final_val_loss"] if status == "completed" else seen["last"]
-    return {"status": status, "value": value, "steps": result.summary["steps"], "wall_s": result.summary["wall_s"]}
+    row, _ = execute(st, 0, paths, stop=lambda step: seen["pruned"], on_eval=on_eval)
+    shutil.rmtree(paths.workdir, ignore_errors=True)  # a finished proxy is never resumed: only disk space
+    status = "pruned" if row["status"] == "interrupted" else row["status"]
+    value = row["final_val_loss"] if status == "completed" else seen["last"]
+    return {"status": status, "value": value, "steps": row.get("steps"), "wall_s": row.get("wall_s"),
+            "error": row.get("error")}  # fmt: skip
 
 
 @dataclass
@@ -253,11 +159,11 @@ class _Study:
     running: int = 0
 
 
-def _open(store: JournalStorage, sweep: Sweep, variant: str, label: str, cfg: TuneConfig) -> _Study:
-    proxy, _ = proxy_trial(sweep, variant, label, cfg.tokens_per_param)
+def _open(store: JournalStorage, sweep: Sweep, variant: str, shape_id: str, cfg: TuneConfig) -> _Study:
+    proxy, _ = proxy_trial(sweep, variant, shape_id, cfg.tokens_per_param)
     m, t = proxy.trial.model, proxy.trial.train
     warmup_steps = total_steps(t, t.seq_len or m.seq_len) // 5
-    name = study_name(sweep.name, variant, label)
+    name = study_name(sweep.name, variant, shape_id)
     study = optuna.create_study(
         study_name=name, storage=store, direction="minimize", pruner=_pruner(warmup_steps), load_if_exists=True
     )
@@ -276,8 +182,9 @@ def _open(store: JournalStorage, sweep: Sweep, variant: str, label: str, cfg: Tu
 
 def _tell(s: _Study, trial: optuna.Trial, ok: bool, out) -> str:
     """Record a proxy's outcome in its study; returns the outcome's name."""
-    if not ok:  # an exception in the proxy, or its worker died more than max_retries times
-        trial.set_user_attr("error", f"{type(out).__name__}: {out}"[:2000])
+    if not ok or out["status"] == "failed":  # an exception in the proxy, or its worker died
+        error = out["error"] if ok else f"{type(out).__name__}: {out}"
+        trial.set_user_attr("error", (error or "")[:2000])
         s.study.tell(trial, state=TrialState.FAIL)
         return "failed"
     if out["status"] == "completed" and math.isfinite(out["value"]):
@@ -301,7 +208,7 @@ def variants(sweep: Sweep) -> list[str]:
 def tune(
     sweep: Sweep,
     results_dir: str,
-    pool: TaskPool,
+    pool: Pool,
     *,
     n_trials: int | None = None,
     log: Callable[[str], None] | None = None,
@@ -313,38 +220,44 @@ def tune(
     cfg = sweep.tune if n_trials is None else dataclasses.replace(sweep.tune, n_trials=n_trials)
     folder = tuning_dir(results_dir, sweep.name)
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, JOURNAL)
+    path = journal_path(results_dir, sweep.name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is ours to print
     store = _storage(path)
-    studies = [_open(store, sweep, v, label, cfg) for v in variants(sweep) for label in cfg.sizes]
+    studies = [_open(store, sweep, v, shape, cfg) for v in variants(sweep) for shape in cfg.sizes]
     shutil.rmtree(os.path.join(folder, "runs"), ignore_errors=True)  # checkpoints of proxies a killed driver left
     space = _space(cfg)
-    cap = cfg.parallel or pool.slots(sweep.cpus, sweep.gpus)
     asked: dict[tuple[str, int], tuple[_Study, optuna.Trial]] = {}
-    while any(s.left for s in studies) or len(pool):
-        while len(pool) < cap and (todo := [s for s in studies if s.left]):
+
+    def take(free: int) -> list[Task]:
+        tasks = []
+        while len(tasks) < free and (todo := [s for s in studies if s.left]):
             s = min(todo, key=lambda s: (s.running, -s.left))  # spread the slots over the studies
             trial = s.study.ask(space)
-            params = trial.params
-            train_cfg = dataclasses.replace(s.proxy.trial.train, lr=params["lr"])
-            if "warmup_frac" in params:
-                train_cfg = dataclasses.replace(train_cfg, warmup_frac=params["warmup_frac"], warmup_tokens=None)
-            workdir = os.path.join(folder, "runs", s.name, str(trial.number))
-            proxy = dataclasses.replace(
-                s.proxy, trial=dataclasses.replace(s.proxy.trial, train=train_cfg, workdir=workdir)
-            )
+            train_cfg = dataclasses.replace(s.proxy.trial.train, lr=trial.params["lr"])
+            if "warmup_frac" in trial.params:
+                train_cfg = dataclasses.replace(train_cfg, warmup_frac=trial.params["warmup_frac"], warmup_tokens=None)
+            proxy = dataclasses.replace(s.proxy, trial=dataclasses.replace(s.proxy.trial, train=train_cfg))
+            run = f"{s.name}-{trial.number}"
+            paths = Paths(os.path.join(folder, "runs", s.name, str(trial.number)),
+                          log_path(results_dir, sweep.name, run), None)  # fmt: skip
             # trial._trial_id: Optuna has no public trial id; the worker needs it to report into this trial.
-            args = (proxy, path, s.name, trial._trial_id, s.warmup_steps)
-            pool.submit((s.name, trial.number), run_proxy, *args, cpus=s.proxy.cpus, gpus=s.proxy.gpus)
+            args = (proxy, paths, path, s.name, trial._trial_id, s.warmup_steps)
+            tasks.append(Task((s.name, trial.number), run_proxy, args, s.proxy.cpus, s.proxy.gpus, name=run))
             asked[(s.name, trial.number)] = (s, trial)
             s.left, s.running = s.left - 1, s.running + 1
-        for key, ok, out in pool.wait(timeout=1.0):
-            s, trial = asked.pop(key)
-            s.running -= 1
-            outcome = _tell(s, trial, ok, out)
-            if log is not None:
-                value = f" (val loss {out['value']:.4f})" if ok and math.isfinite(out["value"]) else ""
-                log(f"{s.name} #{trial.number}: lr {trial.params['lr']:.4g} -> {outcome}{value if ok else f': {out}'}")
+        return tasks
+
+    def done(key: tuple[str, int], ok: bool, out) -> None:
+        s, trial = asked.pop(key)
+        s.running -= 1
+        outcome = _tell(s, trial, ok, out)
+        if log is not None:
+            value = f" (val loss {out['value']:.4f})" if ok and math.isfinite(out["value"]) else ""
+            why = f": {out if not ok else out['error']}" if outcome == "failed" else ""
+            log(f"{s.name} #{trial.number}: lr {trial.params['lr']:.4g} -> {outcome}{value}{why}")
+
+    cap = cfg.parallel or pool.slots(sweep.cpus, sweep.gpus)
+    drive(pool, cap, take, done, more=lambda: any(s.left for s in studies))
     lrs = best_rates(sweep, store, cfg)
     _write_json(os.path.join(folder, LR_FILE), lrs)
     return lrs
@@ -395,7 +308,7 @@ def plan(sweep: Sweep, results_dir: str, n_trials: int | None = None) -> str:
     )
     head = f"tune {sweep.name}: {len(lines)} studies of {cfg.n_trials} trials; {space}; TPE seed {cfg.seed}"
     tail = f"at most {flops:.3g} FLOPs (pruned proxies stop early): ~{flops / sweep.flops_per_s / 3600:.2g} trial-hours"
-    return "\n".join([head, *lines, tail, f"storage: {os.path.join(tuning_dir(results_dir, sweep.name), JOURNAL)}"])
+    return "\n".join([head, *lines, tail, f"storage: {journal_path(results_dir, sweep.name)}"])
 
 
 def _write_json(path: str, doc: dict) -> None:
@@ -408,9 +321,9 @@ def _write_json(path: str, doc: dict) -> None:
 def tuning_status(results_dir: str, sweep: str) -> list[dict] | None:
     """Per study of the sweep: {"study", "finished", "running", "failed", "total", "best_lr",
     "best_val_loss"}; None when the sweep was never tuned in results_dir."""
-    if "://" in results_dir and not results_dir.startswith("file://"):
+    if not is_local(results_dir):
         return None
-    path = os.path.join(tuning_dir(results_dir, sweep), JOURNAL)
+    path = journal_path(results_dir, sweep)
     if not os.path.exists(path):
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)

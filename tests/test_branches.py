@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from orchestrator.results import read_trials
 from orchestrator.spec import load_spec
+from records.store import read_trials
 from tests.test_orchestrator import write_spec
 from tiedattn.train import train
 from tiedsweep.cli import main

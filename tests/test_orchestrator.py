@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from orchestrator.manifest import read_manifest
-from orchestrator.results import read_trials
 from orchestrator.spec import load_spec
+from records.store import read_trials
 from tests.conftest import TINY_VOCAB
 from tiedattn.train import train
 from tiedsweep.cli import main

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.results import (
+from records.store import (
     EVALS_SCHEMA,
     SCHEMA_VERSION,
     TRIALS_SCHEMA,

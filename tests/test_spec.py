@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.plan import dry_run_table
-from orchestrator.results import TRIALS_SCHEMA
 from orchestrator.spec import SpecError, Sweep, load_spec
+from records.schema import TRIALS_SCHEMA
 from tiedattn.accounting import account
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

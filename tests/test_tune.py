@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 from analysis.report import _tuned_rates
 from orchestrator.spec import SpecError, load_spec
 from orchestrator.status import format_status, sweep_status
-from orchestrator.tune import JOURNAL, fit_rule, read_tuned, tuned_lr, tuning_dir
+from orchestrator.tune import fit_rule
+from records.tuning import JOURNAL, read_tuned, tuned_lr, tuning_dir
 from tests.test_orchestrator import write_spec as orchestrator_spec
 from tiedsweep.cli import main
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,19 +30,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(
-        variant=args.variant,
-        d_model=args.d_model,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        d_ff=args.d_ff,
-        vocab_size=args.vocab_size,
-        seq_len=args.seq_len,
-        pos=args.pos,
-        norm=args.norm,
-        bias=args.bias,
-        tie_embeddings=args.tie_embeddings,
-    )
+    """The ModelConfig of the flags: every field that has a flag of its name."""
+    flags = {f.name for f in dataclasses.fields(ModelConfig)} & set(vars(args))
+    return ModelConfig(**{name: getattr(args, name) for name in flags})
 
 
 def _fail(message: str) -> int:

@@ -41,8 +41,10 @@ class ModelConfig:
 
     @property
     def label(self) -> str:
-        """The shape as trial ids, studies and tables name it: d{d_model}l{n_layer}h{n_head}."""
-        return f"d{self.d_model}l{self.n_layer}h{self.n_head}"
+        """The shape as trial ids, tuning studies and tables name it: d{d_model}l{n_layer}h{n_head}f{d_ff},
+        with -rmsnorm where the norm is not the default LayerNorm (d32l1h4f128, d32l1h4f128-rmsnorm)."""
+        norm = "" if self.norm == "layernorm" else f"-{self.norm}"
+        return f"d{self.d_model}l{self.n_layer}h{self.n_head}f{self.ff}{norm}"
 
     @property
     def head_dim(self) -> int:

@@ -63,6 +63,16 @@ class TrainConfig:
             errs.append(f"cooldown_frac: must be in [0, 1], got {self.cooldown_frac}")
         if not 0 <= self.warmup_frac < 1:
             errs.append(f"warmup_frac: must be in [0, 1), got {self.warmup_frac}")
+        for name, ok, rule in (  # each would fail (or silently misbehave) mid-run
+            ("min_lr_frac", 0 <= self.min_lr_frac <= 1, "in [0, 1]"),
+            ("grad_clip", self.grad_clip > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("n_evals", self.n_evals >= 1, ">= 1"),
+            ("eval_tokens", self.eval_tokens >= 1, ">= 1"),
+            ("warmup_tokens", self.warmup_tokens is None or self.warmup_tokens >= 0, ">= 0"),
+        ):
+            if not ok:
+                errs.append(f"{name}: must be {rule}, got {getattr(self, name)}")
         return errs
 
 

@@ -1,0 +1,125 @@
+"""Expansion: a validated spec's grid -> its trials, each with its budget, cell and id.
+
+Every combination of the grid's axes is one trial. A model axis sets that ModelConfig field and a
+train axis that TrainConfig field, so a new grid axis over an existing config field is one entry in
+AXES (and its test). A trial's token budget is
+    D = ceil(tokens_per_param * N / (B * T)) * B * T     (whole optimizer steps of B sequences of T tokens)
+with N the non-embedding or total params ([budget] n_basis) of the baseline or the variant itself
+([budget] tokens_basis). Ids come from records.ids; WSD branches and their trunks from branches.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+from orchestrator.branches import plan_branches
+from orchestrator.sweep import SweepTrial
+from records.ids import cell_id, data_key, trial_id
+from records.tuning import TUNED, tuned_lr
+from tiedattn.accounting import account, match_params, training_flops
+from tiedattn.data import DataConfig
+from tiedattn.model import ModelConfig
+from tiedattn.train import TrainConfig, Trial
+
+# grid axis -> (TOML type, the config it sets: "model" | "train" | None for the grid's own axes). The
+# product runs in this order (the first trial of a cell in grid order is its tuning proxy's).
+# d_ff is absolute (the MLP width, as in [model] and size tables); left out, it is 4 d_model.
+AXES: dict[str, tuple[type | tuple[type, ...], str | None]] = {
+    "variant": (str, None),
+    "size": ((str, dict), None),
+    "tokens_per_param": (float, None),
+    "seq_len": (int, "model"),  # the trained context; [model] seq_len, when given, is the model's maximum
+    "pos": (str, "model"),
+    "seed": (int, "train"),
+    "lr": ((float, str), "train"),  # a number, or "tuned" (records.tuning)
+    "schedule": (str, "train"),  # cosine | wsd | wsd-branches (orchestrator/branches.py)
+    "norm": (str, "model"),
+    "d_ff": (int, "model"),
+}
+MODEL_AXES = tuple(k for k, (_, where) in AXES.items() if where == "model" and k != "seq_len")
+WSD_BRANCHES = "wsd-branches"
+
+
+def model_n(model: ModelConfig, n_basis: str) -> int:
+    """N of this model: its non-embedding or total parameters (a sweep's [budget] n_basis)."""
+    acct = account(model)
+    return acct.params_non_embedding if n_basis == "non_embedding" else acct.params_total
+
+
+def budget_tokens(tokens_per_param: float, n: int, tokens_per_step: int) -> int:
+    """D = ceil(tokens_per_param * N / tokens_per_step) * tokens_per_step: whole steps, as trained."""
+    return max(1, math.ceil(tokens_per_param * n / tokens_per_step)) * tokens_per_step
+
+
+def base_model(variant: str, size: dict, point: dict, sec: dict) -> ModelConfig:
+    """The model of a grid point: [model] keys, then the point's model axes, then the size's own keys."""
+    m = sec["model"]
+    kw = {k: x for k, x in m.items() if k != "seq_len"}
+    kw |= {k: point[k] for k in MODEL_AXES if point.get(k) is not None}
+    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size))
+    context = m.get("seq_len", point["seq_len"])
+    return ModelConfig(**{**kw, "variant": variant, **size, "vocab_size": vocab, "seq_len": context})
+
+
+def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple, min_tpp: float,
+           tuned: dict | None) -> SweepTrial:  # fmt: skip
+    baseline = base_model("baseline", point["size"], point, sec)
+    cfg = dataclasses.replace(baseline, variant=point["variant"])
+    if budget["match"] == "params":
+        cfg = match_params(cfg)
+    cfg = dataclasses.replace(cfg, d_ff=cfg.ff)  # resolved: d_ff unset and d_ff = 4d hash alike
+    shape = baseline.label
+    lr = point["lr"]
+    if lr == TUNED:  # resolved before the hash: the id follows the rate actually trained with
+        lr = TrainConfig.lr if tuned is None else tuned_lr(tuned, cfg.variant, shape, model_n(cfg, budget["n_basis"]))
+    n = model_n(baseline if budget["tokens_basis"] == "baseline" else cfg, budget["n_basis"])
+    train_kw = {k: x for k, x in sec["train"].items() if AXES.get(k, (0, None))[1] != "train"}
+    T = point["seq_len"]
+    step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * T
+    plan = point["schedule"]
+    if plan == WSD_BRANCHES:  # every budget shares one absolute warmup: that of the smallest budget
+        smallest = budget_tokens(min_tpp, n, step_tokens)
+        train_kw.setdefault("warmup_tokens", round(train_kw.get("warmup_frac", TrainConfig.warmup_frac) * smallest))
+    tcfg = TrainConfig(tokens=budget_tokens(point["tokens_per_param"], n, step_tokens), seq_len=T, lr=lr,
+                       schedule="wsd" if plan == WSD_BRANCHES else plan, seed=point["seed"], **train_kw)  # fmt: skip
+    full_budget = {"tokens_per_param": point["tokens_per_param"], **budget}
+    role = "branch" if plan == WSD_BRANCHES else "trial"
+    coordinates = {k: x for k, x in point.items() if k not in ("variant", "lr")}
+    fixed = {s: sec[s] for s in ("model", "train", "data", "budget")}
+    return SweepTrial(
+        trial_id(cfg, tcfg, data_key(data, fp), full_budget, shape_id=shape, role=role),
+        Trial(cfg, tcfg, data),
+        **full_budget,
+        cpus=res[0],
+        gpus=res[1],
+        flops=training_flops(cfg, T, tcfg.tokens),
+        corpus_fingerprint=fp,
+        role=role,
+        cell_id=cell_id(shape, coordinates, fixed),
+        shape_id=shape,
+    )
+
+
+def expand(axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple[float, float],
+           tuned: dict | None = None) -> list[SweepTrial]:  # fmt: skip
+    """Every trial of the grid (axes: axis -> [(where, value)]), WSD branches planned onto trunks."""
+    min_tpp = min(x for _, x in axes["tokens_per_param"])
+    combos = itertools.product(*(axes[k] for k in AXES))
+    points = (dict(zip(AXES, (x for _, x in combo), strict=True)) for combo in combos)
+    return plan_branches([_trial(p, sec, data, fp, budget, res, min_tpp, tuned) for p in points])
+
+
+def shapes_of(size: dict, axes: dict, sec: dict) -> list[ModelConfig]:
+    """The baseline models of one size across the grid's model axes (d_ff, norm, pos), first seq_len."""
+    keys = ("seq_len", *MODEL_AXES)
+    combos = itertools.product(*([x for _, x in axes[k]] for k in keys))
+    return [base_model("baseline", size, dict(zip(keys, c, strict=True)), sec) for c in combos]
+
+
+def smallest_shapes(axes: dict, sec: dict, k: int = 2) -> tuple[str, ...]:
+    """Shape ids of the grid's k smallest shapes by the baseline's non-embedding params."""
+    models = [m for _, s in axes["size"] for m in shapes_of(s, axes, sec)]
+    shapes = sorted((account(m).params_non_embedding, m.label) for m in models)
+    return tuple(dict.fromkeys(label for _, label in shapes))[:k]
