@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from analysis.names import display_name
 from analysis.render import Block, Section, markdown, to_html
 from analysis.tables import Columns, completed, load_evals, load_sweep_trials, select
 from analysis.verdict import BASELINE, Verdict, verdict, verdicts
+from records.tuning import read_tuned
 
 TINY_PARAMS = 10_000_000  # below this the models are CPU toys; say so in the report
 
@@ -207,13 +207,10 @@ def _lrs(t: Columns) -> tuple[list[str], list[list[str]]]:
 
 
 def _tuned_rates(results_dir: str | Path, sweeps: list[str]) -> list[Block]:
-    """What `tiedsweep tune` found (DIR/tuning/<sweep>/lr.json), for the sweeps that were tuned."""
+    """What `tiedsweep tune` found (records.tuning: DIR/tuning/<sweep>/lr.json), for the sweeps that were tuned."""
     lines = []
     for sweep in sweeps:
-        path = Path(results_dir) / "tuning" / sweep / "lr.json"
-        if not path.is_file():
-            continue
-        for variant, entry in sorted(json.loads(path.read_text()).items()):
+        for variant, entry in sorted((read_tuned(str(results_dir), sweep) or {}).items()):
             at = ", ".join(f"{size} (N = {e['N']:,}): {e['lr']:.3g}" for size, e in entry["sizes"].items())
             rule = entry["rule"]
             rule = f"rule lr(N) = {math.exp(rule['log_c']):.3g} x N^{rule['p']:.3f}" if rule else "no rule"

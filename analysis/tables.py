@@ -1,5 +1,6 @@
-"""Reading results: a results directory (trials + evals, hive-partitioned Parquet) or a generic
-CSV/Parquet table with columns N, D, loss (optional variant, seed, C). The only module that reads files.
+"""Reading results: a results directory (through records.store, the readers the orchestrator uses too)
+or a generic CSV/Parquet table with columns N, D, loss (optional variant, seed, C). The only module
+of analysis that reads files.
 
 A table is a dict of equal-length numpy columns. Normalised columns that the fits use:
 N (parameters), D (tokens), C (training FLOPs), M (token multiplier), loss, variant, seed, status.
@@ -7,7 +8,6 @@ N (parameters), D (tokens), C (training FLOPs), M (token multiplier), loss, vari
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +17,11 @@ import pyarrow.dataset as ds
 
 from analysis import AnalysisError
 from analysis.laws import training_flops
+from records.manifest import ResultsVersionError
+from records.store import planned_trials, read_evals
 
 Columns = dict[str, np.ndarray]
 N_KINDS = ("non_embedding", "total")
-_TRIAL_COLUMNS = ("trial_id", "attempt", "status", "variant", "seed", "tokens_per_param", "params_total",
-                  "params_non_embedding", "tokens", "flops", "final_val_loss")  # fmt: skip
 
 
 def _to_columns(table: pa.Table) -> Columns:
@@ -33,37 +33,9 @@ def _to_columns(table: pa.Table) -> Columns:
     return out
 
 
-def _read_dataset(path: Path) -> Columns:
-    try:
-        return _to_columns(ds.dataset(path, format="parquet", partitioning="hive").to_table())
-    except (pa.ArrowInvalid, OSError) as err:
-        raise AnalysisError(f"cannot read {path}: {err}") from err
-
-
 def select(cols: Columns, mask: np.ndarray) -> Columns:
     """Rows of a table where `mask` is true."""
     return {name: values[mask] for name, values in cols.items()}
-
-
-def latest_attempts(cols: Columns) -> Columns:
-    """One row per trial_id (per sweep, where there is a sweep column): the one with the largest attempt."""
-    sweep = cols["sweep"].astype(str) if "sweep" in cols else np.zeros(cols["trial_id"].size, str)
-    order = np.lexsort((cols["attempt"], cols["trial_id"], sweep))
-    ids, sweeps = cols["trial_id"][order], sweep[order]
-    last = np.r_[(ids[1:] != ids[:-1]) | (sweeps[1:] != sweeps[:-1]), True]
-    return select(cols, order[last])
-
-
-def manifest_ids(directory: str | Path, sweep: str) -> set[str] | None:
-    """Trial ids that the latest spec of `sweep` expands to (DIR/manifests/<sweep>.json), or None
-    where the sweep has no manifest."""
-    path = Path(directory) / "manifests" / f"{sweep}.json"
-    if not path.is_file():
-        return None
-    try:
-        return {str(t["trial_id"]) for t in json.loads(path.read_text())["trials"]}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise AnalysisError(f"cannot read the manifest {path}: {err}") from err
 
 
 def load_sweep_trials(
@@ -76,32 +48,18 @@ def load_sweep_trials(
         raise AnalysisError(f"unknown parameter count {n_kind!r}; use one of {N_KINDS}")
     if not path.is_dir() or not any(path.rglob("*.parquet")):
         raise AnalysisError(f"no trial results (Parquet files) under {path}")
-    cols = _read_dataset(path)
-    if missing := set(_TRIAL_COLUMNS) - set(cols):
-        raise AnalysisError(f"{path}: trials lack column(s) {sorted(missing)}")
-    if "sweep" in cols:
-        cols["sweep"] = cols["sweep"].astype(str)
+    try:
+        table, stale = planned_trials(str(directory), None)
+    except (pa.ArrowInvalid, OSError, ResultsVersionError) as err:
+        raise AnalysisError(f"cannot read {path}: {err}") from err
+    cols = _to_columns(table)
+    cols["sweep"] = cols["sweep"].astype(str)
     if sweep is not None:
-        found = sorted(set(cols["sweep"].tolist())) if "sweep" in cols else []
+        found = sorted(set(cols["sweep"].tolist()))
         if sweep not in found:
             raise AnalysisError(f"no trials of sweep {sweep!r} under {path}; sweeps found: {found}")
         cols = select(cols, cols["sweep"] == sweep)
-    cols = latest_attempts(cols)
-    stale: dict[str, int] = {}
-    if "sweep" in cols:
-        keep = np.ones(cols["trial_id"].size, bool)
-        for name in sorted(set(cols["sweep"].tolist())):
-            ids = manifest_ids(directory, name)
-            if ids is None:  # no manifest (e.g. results written by hand): every row counts
-                continue
-            at = cols["sweep"] == name
-            gone = at & ~np.isin(cols["trial_id"].astype(str), list(ids))
-            keep &= ~gone
-            if gone.any():
-                stale[name] = int(gone.sum())
-        cols = select(cols, keep)
-    if "schedule" in cols:  # a WSD trunk is the shared stable phase of its branches, not a budget of its own
-        cols = select(cols, cols["schedule"].astype(str) != "wsd-trunk")
+        stale = {k: n for k, n in stale.items() if k == sweep}
     cols.update(
         N=cols[f"params_{n_kind}"].astype(float),
         D=cols["tokens"].astype(float),
@@ -121,16 +79,11 @@ def load_trials(directory: str | Path, n_kind: str = "non_embedding", sweep: str
 
 
 def load_evals(directory: str | Path) -> Columns | None:
-    """Evaluation curves under DIR/evals (latest attempt of each trial), or None if there are none."""
+    """Evaluation curves under DIR/evals (each trial's latest attempt that has a trials row), or None."""
     path = Path(directory) / "evals"
     if not path.is_dir() or not any(path.rglob("*.parquet")):
         return None
-    cols = _read_dataset(path)
-    latest = {}
-    for trial, attempt in zip(cols["trial_id"], cols["attempt"], strict=True):
-        latest[trial] = max(attempt, latest.get(trial, attempt))
-    keep = np.array([latest[t] == a for t, a in zip(cols["trial_id"], cols["attempt"], strict=True)], bool)
-    return select(cols, keep)
+    return _to_columns(read_evals(str(directory)))
 
 
 def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:

@@ -79,8 +79,10 @@ class Verdict:
 
 
 def pair(cols: Columns, variant: str, baseline: str = BASELINE) -> Pairs:
-    """Pair completed trials of `variant` and `baseline` on PAIR_KEYS (and any _EXTRA_KEYS present)."""
-    keys = [k for k in (*PAIR_KEYS, *_EXTRA_KEYS) if k in cols]
+    """Pair completed trials of `variant` and `baseline` of one cell: on (sweep, cell_id) where the rows
+    carry cell ids (records.ids), else on PAIR_KEYS (and any _EXTRA_KEYS present)."""
+    cells = "cell_id" in cols and all(c is not None for c in cols["cell_id"])
+    keys = [k for k in (("sweep", "cell_id") if cells else (*PAIR_KEYS, *_EXTRA_KEYS)) if k in cols]
     rows: dict[str, dict[tuple, list[int]]] = {variant: {}, baseline: {}}
     for i, v in enumerate(cols["variant"]):
         if v in rows:
@@ -103,9 +105,10 @@ def pair(cols: Columns, variant: str, baseline: str = BASELINE) -> Pairs:
 
 def _describe_cell(cols: Columns, key: dict, rows: dict[str, list[int]]) -> str:
     """A pairing cell where a side had several rows: "M=20, d_model=64, seed=0: Q-K=V 2 rows (lr 0.001, 0.003)"."""
+    first = next(iter(rows.values()))[0]  # the cell's fields, from one of its rows
     where = ", ".join(
-        [f"M={key['tokens_per_param']:g}"]
-        + [f"{k}={key[k]}" for k in ("sweep", "d_model", "n_layer", "n_head", "seed") if k in key]
+        [f"M={cols['M'][first]:g}"]
+        + [f"{k}={cols[k][first]}" for k in ("sweep", "d_model", "n_layer", "n_head", "d_ff", "seed") if k in cols]
     )
     sides = []
     for v, idx in rows.items():

@@ -239,7 +239,7 @@ def planned_trials(results_dir: str, sweep: str | None = None) -> tuple[pa.Table
     rows left out because their ids are not in the manifest (trials of an earlier spec)."""
     table = read_trials(results_dir, sweep)
     stale: dict[str, int] = {}
-    keep = pc.not_equal(table["schedule"], TRUNK_SCHEDULE)
+    keep = pc.fill_null(pc.not_equal(table["schedule"], TRUNK_SCHEDULE), True)
     for name in sorted(set(table["sweep"].to_pylist())):
         ids = manifest_ids(results_dir, name)
         if ids is None:  # no manifest (e.g. results written by hand): every row counts
@@ -249,4 +249,4 @@ def planned_trials(results_dir: str, sweep: str | None = None) -> tuple[pa.Table
         keep = pc.and_(keep, pc.invert(gone))
         if n := pc.sum(gone).as_py():
             stale[name] = n
-    return table.filter(pc.fill_null(keep, True)), stale
+    return table.filter(keep), stale

@@ -12,6 +12,7 @@ from analysis.names import display_name
 from analysis.report import analyse, write_report
 from analysis.synthetic import TRUTH, synthetic_trials, write_results
 from analysis.tables import completed, load_evals, load_sweep_trials, load_table, load_trials
+from records.ids import RESULTS_VERSION
 from tiedsweep.cli import main
 
 TINY = {"d_models": (32, 64, 128), "multipliers": (5, 10, 20, 40), "seeds": (0,)}
@@ -137,8 +138,8 @@ def two_sweeps(tmp_path_factory):
     write_results(root, synthetic_trials(gaps={"tied_kv": (0.10, 0.0)}, rng=1, **TINY), sweep="b")
     (root / "manifests").mkdir()
     trials = [{"trial_id": str(t)} for t in a["trial_id"]]
-    (root / "manifests" / "a.json").write_text(json.dumps({"name": "a", "spec_path": "a.toml", "spec_text": "",
-                                                           "trials": trials}))  # fmt: skip
+    doc = {"results_version": RESULTS_VERSION, "name": "a", "spec_path": "a.toml", "spec_text": "", "trials": trials}
+    (root / "manifests" / "a.json").write_text(json.dumps(doc))
     return root
 
 
