@@ -345,7 +345,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         else:
             sizes[name] = _size(errs, table, f"sizes.{name}")
     axes = _axes(errs, top, sec, sizes)
-    ok = all(axes.get(k) for k in AXES)
+    ok = all(axes.get(k) for k in ("variant", "size", "seq_len", *MODEL_AXES, "lr", "schedule"))
     tune = _tune_section(errs, sec["tune"], axes, sizes, sec) if ok else TuneConfig()
     for where, _ in (x for x in axes.get("lr", []) if x[1] == TUNED):
         if tuned is None and not untuned_ok:

@@ -29,6 +29,7 @@ _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_
 _MODEL_SKIP = ("seq_len",)
 # The train's token budget is an outcome column (tokens trained), written by the trainer.
 _TRAIN_SKIP = (*RUNTIME_FIELDS, "tokens")
+_RESOLVED = ("d_ff", "seq_len")  # None in a config means a default; the row holds the value trained with
 _DOCS = {
     "variant": "attention variant: key of the tiedattn registry",
     "d_ff": "MLP width, resolved (4 d_model when not given)",
@@ -57,7 +58,8 @@ def _fields(cls: type, skip: tuple[str, ...]) -> list[pa.Field]:
         kinds = [a for a in args if a is not type(None)]
         if f.name in skip or len(kinds) != 1 or kinds[0] not in _ARROW:
             continue
-        out.append(_col(f.name, _ARROW[kinds[0]], _DOCS.get(f.name, ""), required=len(args) == 1))
+        required = len(args) == 1 or f.name in _RESOLVED
+        out.append(_col(f.name, _ARROW[kinds[0]], _DOCS.get(f.name, ""), required=required))
     return out
 
 

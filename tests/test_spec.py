@@ -26,7 +26,7 @@ variant = ["QKV", "Q-K=V", "Q=K=V"]
 size = ["t1", "t2"]
 tokens_per_param = [1, 10]
 """
-ID = re.compile(r"[a-z0-9_]+-d\d+l\d+h\d+-m[0-9.e-]+-s\d+-[0-9a-f]{8}")
+ID = re.compile(r"[a-z0-9_]+-d\d+l\d+h\d+f\d+(-[a-z]+)?-m[0-9.e-]+-s\d+-[0-9a-f]{8}")
 
 
 def _load(tmp_path: Path, text: str, name: str = "spec.toml", **kw) -> Sweep:
@@ -51,7 +51,8 @@ def test_demo_spec_loads():
     assert len({r["tokens_per_param"] for r in rows}) >= 3
     assert len({t.trial_id for t in trials}) == len(trials) and all(ID.fullmatch(t.trial_id) for t in trials)
     required = {f.name for f in TRIALS_SCHEMA if not f.nullable} - {"trial_id", "attempt", "status", "schema_version"}
-    assert set(rows[0]) == required | {"branch_of"}  # nullable: the trunk of a WSD branch
+    ids = {"cell_id", "shape_id", "variant_paper", "branch_of"}  # nullable: absent from older files
+    assert required | ids <= set(rows[0]) <= set(TRIALS_SCHEMA.names)  # every config column, nothing else
     assert all(r["corpus_fingerprint"] and r["corpus"] == "stdlib" for r in rows)
     assert all(t.trial.workdir is None and t.cpus == 1 and t.gpus == 0 for t in trials)
     # 2 one-thread trials at a time within ~5 minutes at 3.5e10 FLOP/s (its largest trials, measured
@@ -80,7 +81,7 @@ def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
     wider = BASE.replace("[1, 10]", "[1, 10, 30]").replace('"t2"]', '"t2", "t3"]')
     second = [t.trial_id for t in _load(tmp_path, wider).trials]
     assert set(first) <= set(second) and len(set(second) - set(first)) == 3 * 3 * 3 - 3 * 2 * 2
-    assert all("-m30-" in i or "-d64l2h4-" in i for i in set(second) - set(first))
+    assert all("-m30-" in i or "-d64l2h4f256-" in i for i in set(second) - set(first))
     # runtime settings leave ids alone; anything that changes the result changes them all
     runtime = BASE.replace("[data]\n", "[data]\ncache_dir = 'elsewhere'\n")
     runtime += "[train]\ncheckpoint_every_s = 5.0\ncompile = true\n"
@@ -177,7 +178,7 @@ schedule = ["cosine", "step"]
         "sizes.odd.n_head: 8 does not divide d_model 60",
         "grid.variant[1]: unknown 'Q-K=W'",
         "grid.variant[2]: repeats grid.variant[0] (the same variant)",
-        "grid.variant[3]: 3 kv heads (gqa3) do not divide n_head 4 (size d32l1h4)",
+        "grid.variant[3]: 3 kv heads (gqa3) do not divide n_head 4 (size d32l1h4f128-batchnorm)",
         "grid.size[1]: unknown size 't9' (known: t1, t2, t3, t4, 10M,",
         "grid.size[3]: unknown size 't2x' (did you mean 't2'?)",
         "grid.size[4].width: unknown key",

@@ -36,7 +36,7 @@ def _study(results: Path) -> optuna.Study:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(Path(tuning_dir(str(results), "tn")) / JOURNAL))
     )
-    return optuna.load_study(study_name="tn-baseline-d32l1h4", storage=storage)
+    return optuna.load_study(study_name="tn-baseline-d32l1h4f128", storage=storage)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_tuning_finds_an_interior_rate_and_stores_the_study(tuned, capsys):
     results, lrs = tuned["results"], tuned["lrs"]
     folder = Path(tuning_dir(str(results), "tn"))
     assert (folder / JOURNAL).is_file() and (folder / "lr.json").is_file()
-    best = lrs["baseline"]["sizes"]["d32l1h4"]
+    best = lrs["baseline"]["sizes"]["d32l1h4f128"]
     assert 3e-4 <= best["lr"] <= 0.3, best  # not at either end of [1e-5, 1]
     assert best["n_trials"] == 6 and best["N"] == 12_768 and math.isfinite(best["best_val_loss"])
     states = [state for _, state, _, _ in tuned["trials"]]
@@ -66,10 +66,10 @@ def test_tuning_finds_an_interior_rate_and_stores_the_study(tuned, capsys):
     # status and the report show it
     (tuning,) = sweep_status(str(results))["tn"]["tuning"]
     assert tuning["finished"] == tuning["total"] == 6 and tuning["best_lr"] == best["lr"]
-    assert "tn-baseline-d32l1h4: 6/6 trials; best lr" in format_status(sweep_status(str(results)))
+    assert "tn-baseline-d32l1h4f128: 6/6 trials; best lr" in format_status(sweep_status(str(results)))
     note, lines = _tuned_rates(results, ["tn", "other"])
     assert "tuned" in note and lines == [
-        f"tn, QKV: best d32l1h4 (N = 12,768): {best['lr']:.3g}; rule lr(N) = {best['lr']:.3g} x N^0.000"
+        f"tn, QKV: best d32l1h4f128 (N = 12,768): {best['lr']:.3g}; rule lr(N) = {best['lr']:.3g} x N^0.000"
     ]
 
 
@@ -87,10 +87,10 @@ def test_a_rerun_continues_the_same_study(tuned):
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == lost.number]
     assert retry.params == lost.params and retry.state != TrialState.FAIL
     lrs = read_tuned(str(results), "tn")
-    assert lrs["baseline"]["sizes"]["d32l1h4"]["n_trials"] == 9
+    assert lrs["baseline"]["sizes"]["d32l1h4f128"]["n_trials"] == 9
     assert (
-        lrs["baseline"]["sizes"]["d32l1h4"]["best_val_loss"]
-        <= tuned["lrs"]["baseline"]["sizes"]["d32l1h4"]["best_val_loss"]
+        lrs["baseline"]["sizes"]["d32l1h4f128"]["best_val_loss"]
+        <= tuned["lrs"]["baseline"]["sizes"]["d32l1h4f128"]["best_val_loss"]
     )
     # Nothing left to do: a third run asks for nothing.
     assert main(["tune", str(spec), "--results", str(results), "--quiet", "--n-trials", "9"]) == 0
@@ -100,7 +100,7 @@ def test_a_rerun_continues_the_same_study(tuned):
 def test_lr_tuned_resolves_per_variant_and_size(tuned, cache_dir, tmp_path, capsys):
     results = tuned["results"]
     lrs = read_tuned(str(results), "tn")
-    best = lrs["baseline"]["sizes"]["d32l1h4"]["lr"]
+    best = lrs["baseline"]["sizes"]["d32l1h4f128"]["lr"]
     spec = write_spec(tmp_path / "tuned.toml", cache_dir, train='lr = "tuned"', sizes=(T1, T2))
     sweep = load_spec(str(spec), tuned=lrs)
     by_size = {(t.trial.model.d_model, t.tokens_per_param): t for t in sweep.trials}
@@ -163,7 +163,7 @@ colour = 1
         "tune.sizes[0]: size d64l2h4 is not in grid.size",
         "tune.sizes[1]: unknown size 't9'",
         "tune.sizes[2]: must be a string or a table, got integer 5",
-        "tune.sizes[4]: repeats size d32l1h4",
+        "tune.sizes[4]: repeats size d32l1h4f128",
         "tune.tokens_per_param: must be > 0",
         "tune.n_trials: must be >= 1",
         "tune.lr_max: must be > lr_min (0.1), got 0.01",
@@ -186,8 +186,8 @@ colour = 1
     good = write_spec(
         tmp_path / "good.toml", cache_dir, tune="", sizes=(T2, T1, "{ d_model = 64, n_layer = 2, n_head = 4 }")
     )
-    assert load_spec(str(good)).tune.sizes == ("d32l1h4", "d48l2h4")  # default: the grid's 2 smallest
+    assert load_spec(str(good)).tune.sizes == ("d32l1h4f128", "d48l2h4f192")  # default: the grid's 2 smallest
     assert main(["tune", str(good), "--results", str(tmp_path / "r"), "--n-trials", "0"]) == 2
     assert main(["tune", str(good), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "tn-baseline-d48l2h4: N " in out and "12 to run" in out and not (tmp_path / "r").exists()
+    assert "tn-baseline-d48l2h4f192: N " in out and "12 to run" in out and not (tmp_path / "r").exists()
