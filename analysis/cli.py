@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     fit.add_argument("table", type=Path)
     fit.add_argument("--json", action="store_true", help="print one JSON object")
-    fit.add_argument("--n-kind", choices=N_KINDS, default="non_embedding", help="N for results directories")
+    fit.add_argument("--n-basis", "--n-kind", dest="n_kind", choices=N_KINDS, default="non_embedding",
+                     help="N for results directories (--n-kind: its old name)")  # fmt: skip
     fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(func=_run_fit)

@@ -7,6 +7,7 @@ was interrupted, 2 bad input (nothing was submitted).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,18 +38,11 @@ def git_sha() -> str:
 
 
 def _run_options(args: argparse.Namespace, **extra):
+    """RunOptions from the flags that share a field's name (--max-retries -> max_retries), and `extra`."""
     from orchestrator.runner import RunOptions
 
-    return RunOptions(
-        address=args.address,
-        order=args.order,
-        max_concurrent=args.max_concurrent,
-        max_retries=args.max_retries,
-        checkpoint_dir=args.checkpoint_dir,
-        num_cpus=args.num_cpus,
-        quiet=args.quiet,
-        **extra,
-    )
+    flags = {f.name for f in dataclasses.fields(RunOptions)} & set(vars(args))
+    return RunOptions(**{name: getattr(args, name) for name in flags}, **extra)
 
 
 def _pool(args: argparse.Namespace, trials: list):
@@ -179,7 +173,7 @@ def status_cmd(args: argparse.Namespace) -> int:
 
     try:
         report = sweep_status(args.results, args.sweep)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ResultsVersionError) as e:
         return _fail(str(e))
     print(json.dumps(report) if args.json else format_status(report))
     return 0
@@ -243,23 +237,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
     p.add_argument("--dry-run", action="store_true", help="print the trial table and total compute; run nothing")
-    p.add_argument(
-        "--report",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="fit, plot and write the report when the sweep is done",
-    )
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=False, help="fit, plot, report when done")
     _common(p)
     p.set_defaults(func=run_cmd)
 
     p = sub.add_parser("resume", help="re-run failed and interrupted trials from their last checkpoint")
     p.add_argument("results")
     p.add_argument("--sweep", default=None, help="only this sweep (default: every sweep in RESULTS)")
-    p.add_argument(
-        "--include-diverged",
-        action="store_true",
-        help="retry diverged trials too, from scratch (to retry at another lr, change lr in the spec: a new trial)",
-    )
+    why = "retry diverged trials too, from scratch (to retry at another lr, change lr in the spec: a new trial)"
+    p.add_argument("--include-diverged", action="store_true", help=why)
     _common(p)
     p.set_defaults(func=resume_cmd)
 

@@ -63,7 +63,7 @@ def base_model(variant: str, size: dict, point: dict, sec: dict) -> ModelConfig:
     return ModelConfig(**{**kw, "variant": variant, **size, "vocab_size": vocab, "seq_len": context})
 
 
-def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple, min_tpp: float,
+def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple, min_budget: float,
            tuned: dict | None) -> SweepTrial:  # fmt: skip
     baseline = base_model("baseline", point["size"], point, sec)
     cfg = dataclasses.replace(baseline, variant=point["variant"])
@@ -80,7 +80,7 @@ def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dic
     step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * T
     plan = point["schedule"]
     if plan == WSD_BRANCHES:  # every budget shares one absolute warmup: that of the smallest budget
-        smallest = budget_tokens(min_tpp, n, step_tokens)
+        smallest = budget_tokens(min_budget, n, step_tokens)
         train_kw.setdefault("warmup_tokens", round(train_kw.get("warmup_frac", TrainConfig.warmup_frac) * smallest))
     tcfg = TrainConfig(tokens=budget_tokens(point["tokens_per_param"], n, step_tokens), seq_len=T, lr=lr,
                        schedule="wsd" if plan == WSD_BRANCHES else plan, seed=point["seed"], **train_kw)  # fmt: skip
@@ -105,10 +105,10 @@ def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dic
 def expand(axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple[float, float],
            tuned: dict | None = None) -> list[SweepTrial]:  # fmt: skip
     """Every trial of the grid (axes: axis -> [(where, value)]), WSD branches planned onto trunks."""
-    min_tpp = min(x for _, x in axes["tokens_per_param"])
+    min_budget = min(x for _, x in axes["tokens_per_param"])
     combos = itertools.product(*(axes[k] for k in AXES))
     points = (dict(zip(AXES, (x for _, x in combo), strict=True)) for combo in combos)
-    return plan_branches([_trial(p, sec, data, fp, budget, res, min_tpp, tuned) for p in points])
+    return plan_branches([_trial(p, sec, data, fp, budget, res, min_budget, tuned) for p in points])
 
 
 def shapes_of(size: dict, axes: dict, sec: dict) -> list[ModelConfig]:

@@ -29,7 +29,11 @@ _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_
 _MODEL_SKIP = ("seq_len",)
 # The train's token budget is an outcome column (tokens trained), written by the trainer.
 _TRAIN_SKIP = (*RUNTIME_FIELDS, "tokens")
-_RESOLVED = ("d_ff", "seq_len")  # None in a config means a default; the row holds the value trained with
+# Config columns required since schema 1 (frozen: a field added to a config later becomes a nullable
+# column, so files written before it still read and compact).
+_REQUIRED = ("variant", "d_model", "n_layer", "n_head", "d_ff", "vocab_size", "seq_len", "pos", "norm", "bias")
+_REQUIRED += ("tie_embeddings", "batch_size", "lr", "schedule", "warmup_frac", "cooldown_frac", "cooldown_shape")
+_REQUIRED += ("weight_decay", "seed")
 _DOCS = {
     "variant": "attention variant: key of the tiedattn registry",
     "d_ff": "MLP width, resolved (4 d_model when not given)",
@@ -49,7 +53,7 @@ def _col(name: str, type_: pa.DataType, doc: str = "", required: bool = False) -
 
 
 def _fields(cls: type, skip: tuple[str, ...]) -> list[pa.Field]:
-    """One column per dataclass field: its Arrow type from the annotation; required unless Optional."""
+    """One column per dataclass field, its Arrow type from the annotation; required only if in _REQUIRED."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -58,8 +62,7 @@ def _fields(cls: type, skip: tuple[str, ...]) -> list[pa.Field]:
         kinds = [a for a in args if a is not type(None)]
         if f.name in skip or len(kinds) != 1 or kinds[0] not in _ARROW:
             continue
-        required = len(args) == 1 or f.name in _RESOLVED
-        out.append(_col(f.name, _ARROW[kinds[0]], _DOCS.get(f.name, ""), required=required))
+        out.append(_col(f.name, _ARROW[kinds[0]], _DOCS.get(f.name, ""), required=f.name in _REQUIRED))
     return out
 
 

@@ -29,10 +29,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _from_flags(cls: type, args: argparse.Namespace):
+    """A config dataclass from the flags: every field that has a flag of its name (--d-model -> d_model)."""
+    flags = {f.name for f in dataclasses.fields(cls)} & set(vars(args))
+    return cls(**{name: getattr(args, name) for name in flags})
+
+
 def _model_config(args: argparse.Namespace) -> ModelConfig:
-    """The ModelConfig of the flags: every field that has a flag of its name."""
-    flags = {f.name for f in dataclasses.fields(ModelConfig)} & set(vars(args))
-    return ModelConfig(**{name: getattr(args, name) for name in flags})
+    return _from_flags(ModelConfig, args)
 
 
 def _fail(message: str) -> int:
@@ -87,16 +91,7 @@ def train_cmd(args: argparse.Namespace) -> int:
 
     trial = Trial(
         model=_model_config(args),
-        train=TrainConfig(
-            tokens=args.tokens,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            schedule=args.schedule,
-            seed=args.seed,
-            n_evals=args.n_evals,
-            device=args.device,
-            compile=args.compile,
-        ),
+        train=_from_flags(TrainConfig, args),
         data=DataConfig(
             corpus=args.corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_bytes=args.max_bytes
         ),
