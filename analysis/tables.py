@@ -52,7 +52,9 @@ def load_sweep_trials(
         table, stale = planned_trials(str(directory), None)
     except (pa.ArrowInvalid, OSError, ResultsVersionError) as err:
         raise AnalysisError(f"cannot read {path}: {err}") from err
-    cols = _to_columns(table)
+    # records reads every column of the schema; one no row has (written by hand, or by an older
+    # version) is left out, so that pairing and plots see only the columns the results carry
+    cols = _to_columns(table.select([c for c in table.column_names if table[c].null_count < max(1, len(table))]))
     cols["sweep"] = cols["sweep"].astype(str)
     if sweep is not None:
         found = sorted(set(cols["sweep"].tolist()))

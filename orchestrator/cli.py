@@ -93,15 +93,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     with open(args.spec) as f:
         write_manifest(args.results, sweep, f.read())
     code = _execute(sweep.name, sweep.trials, args, _run_options(args))
-    if code != 2 and args.report:
-        from analysis import AnalysisError
-        from analysis.report import write_report
-
-        try:
-            out = write_report(args.results, sweep=sweep.name)
-            print(f"report: {out.get('html', out)}")
-        except AnalysisError as e:  # e.g. every trial failed: the run's exit code stands
-            print(f"tiedsweep: no report: {e}", file=sys.stderr)
+    args.ran_sweep = sweep.name  # `--report`: tiedsweep.cli writes it (the orchestrator never imports analysis)
     return code
 
 

@@ -63,6 +63,7 @@ def test_tuning_finds_an_interior_rate_and_stores_the_study(tuned, capsys):
     rule = lrs["baseline"]["rule"]  # one size: a constant rule at its rate
     assert rule["p"] == 0 and math.isclose(math.exp(rule["log_c"]), best["lr"])
     assert not list((folder / "runs").rglob("*.pt"))  # finished proxies leave no checkpoints
+    assert len(list((results / "logs" / "tn").glob("tn-baseline-d32l1h4f128-*.log"))) == 6  # run as trials are
     # status and the report show it
     (tuning,) = sweep_status(str(results))["tn"]["tuning"]
     assert tuning["finished"] == tuning["total"] == 6 and tuning["best_lr"] == best["lr"]

@@ -24,10 +24,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(results: str, sweep: str) -> None:
+    """`run --report`: fits, plots and the report of the sweep just run; its exit code stands."""
+    from analysis import AnalysisError
+    from analysis.report import write_report
+
+    try:
+        out = write_report(results, sweep=sweep)
+        print(f"report: {out.get('html', out)}")
+    except AnalysisError as e:  # e.g. every trial failed
+        print(f"tiedsweep: no report: {e}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if getattr(args, "report", False) and getattr(args, "ran_sweep", None) and code != 2:
+            _report(args.results, args.ran_sweep)
+        return code
     except (OSError, ValueError) as e:  # a disk, a permission, a bad table: one line, not a traceback
         print(f"tiedsweep: error: {e}", file=sys.stderr)
         return 2
