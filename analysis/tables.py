@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 
 from analysis import AnalysisError
 from analysis.laws import training_flops
+from records.layout import is_local
 from records.manifest import ResultsVersionError
 from records.store import planned_trials, read_evals
 
@@ -43,10 +44,11 @@ def load_sweep_trials(
 ) -> tuple[Columns, dict[str, int]]:
     """`load_trials`, and per sweep the number of latest-attempt rows left out because their trial
     ids are not in the sweep's manifest (trials of an earlier spec: a changed spec gives new ids)."""
-    path = Path(directory) / "trials"
+    local = is_local(str(directory))  # else a URI (s3://, gs://) the orchestrator wrote to
+    path = Path(directory) / "trials" if local else f"{directory}/trials"
     if n_kind not in N_KINDS:
         raise AnalysisError(f"unknown parameter count {n_kind!r}; use one of {N_KINDS}")
-    if not path.is_dir() or not any(path.rglob("*.parquet")):
+    if local and (not path.is_dir() or not any(path.rglob("*.parquet"))):
         raise AnalysisError(f"no trial results (Parquet files) under {path}")
     try:
         table, stale = planned_trials(str(directory), None)
@@ -83,9 +85,10 @@ def load_trials(directory: str | Path, n_kind: str = "non_embedding", sweep: str
 def load_evals(directory: str | Path) -> Columns | None:
     """Evaluation curves under DIR/evals (each trial's latest attempt that has a trials row), or None."""
     path = Path(directory) / "evals"
-    if not path.is_dir() or not any(path.rglob("*.parquet")):
+    if is_local(str(directory)) and (not path.is_dir() or not any(path.rglob("*.parquet"))):
         return None
-    return _to_columns(read_evals(str(directory)))
+    evals = read_evals(str(directory))
+    return _to_columns(evals) if evals.num_rows else None
 
 
 def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:

@@ -16,7 +16,7 @@ import sys
 from orchestrator.plan import dry_run_table
 from orchestrator.pool import SchedulingError
 from orchestrator.spec import SpecError, Sweep, load_spec, tuned_for_spec
-from records.manifest import ResultsVersionError
+from records.manifest import ResultsVersionError, read_manifest_doc
 from records.tuning import lr_path
 
 DEFAULT_RESULTS = "results"
@@ -90,6 +90,12 @@ def run_cmd(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_table(sweep, _train_tokens(sweep)))
         return 0
+    try:  # results of another results version are refused, not overwritten
+        read_manifest_doc(args.results, sweep.name)
+    except FileNotFoundError:
+        pass
+    except ResultsVersionError as e:
+        return _fail(str(e))
     with open(args.spec) as f:
         write_manifest(args.results, sweep, f.read())
     code = _execute(sweep.name, sweep.trials, args, _run_options(args))

@@ -249,16 +249,14 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
 def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
     """Checks that touch no file, then (when fingerprint) the corpus itself; its fingerprint or None."""
     n = len(errs)
-    if d.get("tokenizer", "bpe") == "bpe" and d.get("vocab_size", 257) < 257:
-        errs.add("data.vocab_size", f"must be >= 257 for a BPE (256 bytes + end-of-text), got {d['vocab_size']}")
-    if d.get("max_bytes", 1) <= 0:
-        errs.add("data.max_bytes", f"must be > 0 (or left out for the whole corpus), got {d['max_bytes']}")
-    if not 0 < d.get("val_fraction", 0.02) <= 0.5:
-        errs.add("data.val_fraction", f"must be in (0, 0.5], got {d['val_fraction']}")
+    data = DataConfig(**d)
+    for err in data.errors():
+        field, reason = err.split(": ", 1)
+        errs.add(f"data.{field}", reason)
     if not fingerprint or len(errs) > n:
         return None
     try:
-        return corpus_fingerprint(DataConfig(**d))
+        return corpus_fingerprint(data)
     except (DataError, OSError) as e:
         field, reason = str(e).split(": ", 1) if ": " in str(e) else ("corpus", str(e))
         errs.add(f"data.{field}", reason)  # DataError messages start with their field: "corpus: ..."

@@ -52,6 +52,17 @@ class DataConfig:
     split_seed: int = 0  # fixes the document order (for max_bytes) and the validation documents
     cache_dir: str | None = None  # None -> $TIEDSWEEP_CACHE or ~/.cache/tiedsweep
 
+    def errors(self) -> list[str]:
+        """Every reason these settings cannot work without reading a file, each naming its field."""
+        errs = []
+        if self.tokenizer == "bpe" and self.vocab_size < 257:
+            errs.append(f"vocab_size: must be >= 257 for a BPE (256 bytes + end-of-text), got {self.vocab_size}")
+        if self.max_bytes is not None and self.max_bytes <= 0:
+            errs.append(f"max_bytes: must be > 0 (or left out for the whole corpus), got {self.max_bytes}")
+        if not 0 < self.val_fraction <= 0.5:
+            errs.append(f"val_fraction: must be in (0, 0.5], got {self.val_fraction}")
+        return errs
+
 
 DATA_RUNTIME_FIELDS = ("cache_dir",)  # where the tokens are cached, not which tokens: left out of trial ids
 
