@@ -17,7 +17,7 @@ from scipy.optimize import minimize
 
 from analysis import AnalysisError
 from analysis.blas import one_blas_thread
-from analysis.laws import chinchilla, training_flops
+from analysis.laws import chinchilla, flops_6nd
 from analysis.names import BASELINE
 
 HUBER_DELTA = 1e-3  # Hoffmann et al.; residuals are log losses, so this is a 0.1% relative error
@@ -359,7 +359,7 @@ def holdout(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, C: ArrayLike | None 
     """Fit the Chinchilla surface on all but the largest-compute cells (at least `frac` of the points;
     C = 6 N D unless given) and return the relative error of its predictions on the held-out cells."""
     N, D, loss = _as_arrays("holdout", 1, N=N, D=D, loss=loss)
-    C = training_flops(N, D) if C is None else np.asarray(C, dtype=float)
+    C = flops_6nd(N, D) if C is None else np.asarray(C, dtype=float)
     n_min = len(CHINCHILLA) + 1  # what fit_chinchilla needs to train on
 
     def held(n: int) -> int:

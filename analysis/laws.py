@@ -9,8 +9,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def training_flops(N: ArrayLike, D: ArrayLike) -> np.ndarray:
-    """Training compute of a dense transformer (Kaplan et al. 2020):
+def flops_6nd(N: ArrayLike, D: ArrayLike) -> np.ndarray:
+    """Approximate training compute of a dense transformer (Kaplan et al. 2020), for tables without a
+    config (tiedattn.accounting.training_flops is the exact count of a ModelConfig):
 
     C = 6 * N * D
     """

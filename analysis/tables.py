@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from analysis import AnalysisError
-from analysis.laws import training_flops
+from analysis.laws import flops_6nd
 from records.layout import is_local
 from records.manifest import ResultsVersionError
 from records.store import planned_trials, read_evals
@@ -110,7 +110,7 @@ def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
     cols = {k: (v.astype(float) if k in ("N", "D", "loss", "C") else v) for k, v in cols.items()}
     cols["variant"] = cols["variant"].astype(str) if "variant" in cols else np.full(n, "all")
     cols.setdefault("seed", np.zeros(n, dtype=int))
-    cols.setdefault("C", training_flops(cols["N"], cols["D"]))
+    cols.setdefault("C", flops_6nd(cols["N"], cols["D"]))
     cols.setdefault("M", cols["D"] / cols["N"])
     cols.setdefault("status", np.full(n, "completed"))
     return cols

@@ -7,7 +7,7 @@ import pytest
 
 from analysis import AnalysisError
 from analysis.fit import Fit, describe_bounds, fit_chinchilla, fit_joint, fit_overtraining, holdout, interval
-from analysis.laws import chinchilla, chinchilla_at, chinchilla_optimal, overtraining, training_flops
+from analysis.laws import chinchilla, chinchilla_at, chinchilla_optimal, flops_6nd, overtraining
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -24,7 +24,7 @@ def noisy(loss: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 def test_laws_agree_with_each_other():
     N, D = grid()
-    C, M = training_flops(N, D), D / N
+    C, M = flops_6nd(N, D), D / N
     np.testing.assert_allclose(chinchilla_at(C, M, **TRUTH), chinchilla(N, D, **TRUTH))
     # the compute-optimal loss is the minimum over M at fixed compute
     C0, Ms = 1e20, np.geomspace(1, 1e4, 4001)
@@ -46,7 +46,7 @@ def test_chinchilla_recovers_known_parameters():
 def test_overtraining_law_recovers_known_parameters():
     truth = {"E": 1.8, "a": 500.0, "b": 900.0, "eta": 0.15}
     N, D = grid()
-    C, M = training_flops(N, D), D / N
+    C, M = flops_6nd(N, D), D / N
     fit = fit_overtraining(C, M, noisy(overtraining(C, M, **truth), 0.002, 1), n_boot=0)
     assert fit.params["eta"] == pytest.approx(truth["eta"], abs=0.01)
     assert fit.params["E"] == pytest.approx(truth["E"], rel=0.05)
