@@ -161,7 +161,7 @@ colour = 1
         'train.lr: must be a number or "tuned"',
         "tune.colour: unknown key",
         "tune.warmup: must be true or false, got string 'yes'",
-        "tune.sizes[0]: size d64l2h4 is not in grid.size",
+        "tune.sizes[0]: size d64l2h4f256 is not in grid.size",
         "tune.sizes[1]: unknown size 't9'",
         "tune.sizes[2]: must be a string or a table, got integer 5",
         "tune.sizes[4]: repeats size d32l1h4f128",
