@@ -343,15 +343,15 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         else:
             sizes[name] = _size(errs, table, f"sizes.{name}")
     axes = _axes(errs, top, sec, sizes)
-    ok = all(axes.get(k) for k in ("variant", "size", "seq_len", *MODEL_AXES, "lr", "schedule"))
-    tune = _tune_section(errs, sec["tune"], axes, sizes, sec) if ok else TuneConfig()
+    shapes = all(axes.get(k) for k in ("size", "seq_len", *MODEL_AXES))  # every shape of the grid is known
+    tune = _tune_section(errs, sec["tune"], axes, sizes, sec) if shapes else TuneConfig()
     for where, _ in (x for x in axes.get("lr", []) if x[1] == TUNED):
         if tuned is None and not untuned_ok:
             errs.add(where, f'"{TUNED}" needs tuning results: run tiedsweep tune {path} first')
         for vw, v in axes.get("variant", []) if tuned is not None else []:
             if (tuned.get(v) or {}).get("rule") is None:
                 errs.add(vw, f'no tuned learning rate for {v} (lr = "{TUNED}"): run tiedsweep tune {path}')
-    if ok:
+    if shapes and all(axes.get(k) for k in ("variant", "lr", "schedule")):
         _combination_errors(errs, axes, sec)
     fp = _data_errors(errs, sec["data"], fingerprint)
     if errs:
