@@ -288,7 +288,8 @@ def _figures(a: Analysis) -> dict[str, Figure]:
     figs = {"frontier": plots.frontier(a.trials, a.fits), "gaps": plots.gaps(a.verdicts)}
     if a.evals is not None:
         figs["loss_curves"] = plots.loss_curves(a.evals, a.trials)
-    figs["kv_cache"] = plots.kv_cache(a.trials)
+    if "kv_bytes_per_token" in a.trials:  # results directories; plain tables rarely have it
+        figs["kv_cache"] = plots.kv_cache(a.trials)
     if a.fits:
         figs["residuals"] = plots.residuals(a.trials, a.fits)
     return figs

@@ -28,7 +28,7 @@ trustworthy, and labelled with its assumption.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -121,14 +121,12 @@ class Verdict:
     sweep: str = ""
     seq_len: float = np.nan
     n_chains: int = 0
-    notes: tuple[str, ...] = field(default=())
+    where: str = ""  # "sweep a, seq_len 512" where a report has several sweeps or seq_lens
 
     @property
     def label(self) -> str:
         """The variant's paper name, with its sweep and seq_len where a report has several."""
-        where = [f"sweep {self.sweep}"] * bool(self.sweep)
-        where += [f"seq_len {self.seq_len:g}"] * bool(np.isfinite(self.seq_len))
-        return display_name(self.variant) + (f" ({', '.join(where)})" if where else "")
+        return display_name(self.variant) + (f" ({self.where})" if self.where else "")
 
 
 def capacity_transport(p: Pairs, base: Fit | None, rows: int = _SURFACE_SAMPLES) -> tuple[np.ndarray, str]:
@@ -474,7 +472,7 @@ def verdicts(
                 out.append(verdict(sub, v, baseline=baseline, n_kind=n_kind, n_boot=n_boot, seed=seed, base_fit=base,
                                    surfaces=surfaces))  # fmt: skip
             except AnalysisError as err:
-                where = " ".join(x for x in (g[0], f"seq_len {g[1]:g}" * bool(np.isfinite(g[1]))) if x)
+                where = _where(*g)
                 errors.append(f"{display_name(v)}{f' ({where})' if where else ''}: no verdict: {err}")
     if not out:
         raise AnalysisError(errors[0] if errors else "no tied variant could be paired with QKV")
@@ -482,7 +480,15 @@ def verdicts(
         notes.extend(errors)
     adjusted = holm([v.p for v in out])
     family = int(np.isfinite([v.p for v in out]).sum())
+    several = [len({v.sweep for v in out}) > 1, len({v.seq_len for v in out}) > 1]
+    out = [replace(v, where=_where(v.sweep, v.seq_len, *several)) for v in out]
     return [_finish(v, float(q), family) for v, q in zip(out, adjusted, strict=True)]
+
+
+def _where(sweep: str, seq_len: float, sweeps: bool = True, seq_lens: bool = True) -> str:
+    parts = [f"sweep {sweep}"] if sweeps and sweep else []
+    parts += [f"seq_len {seq_len:g}"] if seq_lens and np.isfinite(seq_len) else []
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
