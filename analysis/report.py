@@ -176,7 +176,8 @@ def _basis(a: Analysis) -> list[Block]:
         + (f" ({non.min():,.0f} to {non.max():,.0f} non-embedding)" if "params_non_embedding" in t else ""),
         f"training tokens: {tokens.min():,.0f} to {tokens.max():,.0f}; tokens per parameter M: "
         + ", ".join(f"{m:g}" for m in np.unique(t["M"])),
-        f"seeds: {', '.join(str(s) for s in np.unique(t['seed']))}; fits use N = {a.n_kind} parameters",
+        f"seeds: {', '.join(str(s) for s in np.unique(t['seed']))}; fits use "
+        + ("N as the table gives it" if a.table else f"N = {a.n_kind} parameters"),
     ]
     if "seq_len" in t:
         lines.append("sequence lengths: " + ", ".join(f"{q:g}" for q in np.unique(t["seq_len"].astype(float))))
@@ -226,7 +227,8 @@ def _gap_tables(a: Analysis) -> list[Block]:
             lines.append(
                 f"held out: the trend fitted on M <= {h.M_fit:g} predicts the gap beyond capacity at M = {h.M_test:g} "
                 f"as {100 * h.predicted:+.2f}%, measured {100 * h.measured:+.2f}% over {h.n_chains} chains: error "
-                f"{100 * h.error:+.2f} points against a noise floor (s.e. of the measured mean) of {100 * h.noise:.2f}"
+                f"{100 * h.error:+.2f} points against a noise floor (s.e. of the mean error over chains) of "
+                f"{100 * h.noise:.2f}"
             )
         else:
             lines.append("held out: not scored (needs two M values at or below a quarter of the largest)")

@@ -88,7 +88,7 @@ class HeldOutGap:
     M_test: float
     predicted: float  # mean over the chains measured at M_test
     measured: float
-    noise: float  # standard error of the measured mean at M_test: the floor an error is judged against
+    noise: float  # s.e. of the mean error over chains (prediction and measurement noise): the floor for `error`
     n_chains: int
 
     @property
@@ -188,7 +188,8 @@ def incomplete_grid(p: Pairs) -> str:
 def held_out_gap(p: Pairs, beyond: np.ndarray) -> HeldOutGap | None:
     """Fit the within-chain slope on pairs with M <= M_max / 4, predict the gap beyond capacity at
     M_max for each chain measured there (its own level over the fitted M, plus the slope), and score
-    the mean prediction against the measured mean; None without two fitted M values below M_max / 4."""
+    the mean prediction against the measured mean, beside the standard error of that mean error over
+    chains (the noise floor); None without two fitted M values at or below M_max / 4."""
     M_test = float(p.M.max())
     train = p.M <= M_test / 4
     if np.unique(p.M[train]).size < 2:
@@ -206,7 +207,7 @@ def held_out_gap(p: Pairs, beyond: np.ndarray) -> HeldOutGap | None:
         measured.append(beyond[(p.chain == c) & (p.M == M_test)].mean())
     if len(preds) < 2:
         return None
-    noise = float(np.std(measured, ddof=1) / np.sqrt(len(measured)))
+    noise = float(np.std(np.subtract(preds, measured), ddof=1) / np.sqrt(len(preds)))
     M_fit = float(p.M[train].max())
     return HeldOutGap(M_fit, M_test, float(np.mean(preds)), float(np.mean(measured)), noise, len(preds))
 
