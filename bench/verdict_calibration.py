@@ -121,8 +121,8 @@ def summary(scenarios: list[str], results: list[tuple], seconds: float, jobs: in
             + ("met" if met else "NOT MET")
         )  # fmt: skip
     lines.append("grows: share of sweeps whose verdict says 'grows' (± its Monte Carlo standard error; family: at "
-                 "least one of 5); coverage: share of 95% intervals of the tested slope that contain the true one (0, or "
-                 "+0.25%/doubling for power)")  # fmt: skip
+                 "least one of 5); coverage: share of 95% intervals of the tested slope that contain the true one "
+                 "(0, or +0.25%/doubling for power)")  # fmt: skip
     return "\n".join(lines)
 
 
