@@ -195,3 +195,16 @@ def test_report_of_a_plain_csv_table_as_json(tmp_path, capsys):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Question: does the variant fall further behind QKV" in md and "Null: no effect of tying" in md
     assert v["sentence"] in md
+
+
+def test_the_over_training_law_is_fitted_on_6nd_not_measured_flops(tmp_path):
+    # Gadre et al.'s law is derived with C = 6ND; measured FLOPs / 6ND varies with size in real models
+    t = synthetic_trials(gaps={"tied_kv": (0.02, 0.0)}, **TINY)
+    t["flops"] = t["flops"] * np.interp(np.log(t["params_non_embedding"]), [10.0, 14.0], [2.6, 1.3])
+    a = analyse(write_results(tmp_path / "r", t), n_boot=5)
+    from analysis.fit import fit_overtraining
+
+    at = a.trials["variant"] == "baseline"
+    N, D = a.trials["N"][at], a.trials["D"][at]
+    on_6nd = fit_overtraining(6 * N * D, D / N, a.trials["loss"][at], n_boot=0)
+    assert a.overtraining["baseline"].params["eta"] == pytest.approx(on_6nd.params["eta"], rel=1e-6)
