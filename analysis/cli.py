@@ -27,11 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(func=_run_fit)
-    report = sub.add_parser("report", help="write report.md and report.html for a results directory")
-    report.add_argument("dir", type=Path)
+    report = sub.add_parser(
+        "report", help="write report.md and report.html for a results directory or a plain table",
+        description="TABLE is a results directory or a CSV/Parquet file with columns variant, N (or "
+        "params_non_embedding: each variant's own N), D (or tokens), loss; optional seed, M (else D / N of "
+        "the baseline of the same size), seq_len, lr, sweep and size (naming the shape; without it the "
+        "rows of each variant pair by rank of N).",
+    )  # fmt: skip
+    report.add_argument("table", type=Path, metavar="TABLE")
     report.add_argument("--sweep", default=None, help="only this sweep (default: every sweep under DIR)")
     report.add_argument("--out", type=Path, default=None, help="output folder (default DIR/report[/SWEEP])")
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    report.add_argument("--json", action="store_true", help="print one JSON object (the verdicts) instead of text")
     report.set_defaults(func=_run_report)
 
 
@@ -77,12 +84,17 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 def _run_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report  # matplotlib only when a report is made
+    from analysis.verdict import QUESTION
 
     try:
-        out = write_report(args.dir, args.out, n_boot=args.n_boot, sweep=args.sweep)
+        out = write_report(args.table, args.out, n_boot=args.n_boot, sweep=args.sweep)
     except AnalysisError as err:
         print(f"tiedsweep report: error: {err}", file=sys.stderr)
         return 2
+    if args.json:
+        print(json.dumps({**out["json"], "markdown": str(out["markdown"]), "html": str(out["html"])}))
+        return 0
+    print(QUESTION)
     print("\n".join(out["verdicts"]))
     print(f"wrote {out['markdown']} and {out['html']}")
     return 0

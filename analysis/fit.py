@@ -42,6 +42,7 @@ _GRID = {
     "b": (0.0, 3.0, 6.0, 9.0, 12.0, 15.0),
     "eta": (0.05, 0.1, 0.2, 0.3, 0.5),
 }
+WIDE = 1.0  # an interval wider than this times |estimate| is flagged as too wide to mean anything
 _N_STARTS = 8  # best grid points that get a full L-BFGS-B run
 
 
@@ -78,6 +79,16 @@ class Fit:
             if coef in self.params and coef not in flags and expo in flags:
                 flags[coef] = f"interval follows {expo}'s to its bound"
         return {name: flags[name] for name in self.params if name in flags}
+
+    @property
+    def too_wide(self) -> dict[str, str]:
+        """Parameters whose 95% interval is wider than the estimate itself (width > |estimate|, e.g.
+        E = 1.6 [0.075, 2.11]): within the box but too loose to mean anything. Empty without resamples."""
+        out = {}
+        for name, (lo, hi) in self.intervals.items():
+            if np.isfinite(lo) and (not np.isfinite(hi) or hi - lo > WIDE * abs(self.params[name])):
+                out[name] = f"interval [{lo:.3g}, {hi:.3g}] is wider than the estimate {self.params[name]:.3g}"
+        return out
 
 
 @dataclass(frozen=True)

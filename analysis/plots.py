@@ -120,8 +120,9 @@ def frontier(trials: Columns, fits: dict[str, Fit]) -> Figure:
 
 
 def gaps(verdicts: list[Verdict]) -> Figure:
-    """Relative loss gap vs token multiplier per variant: measured (mean over pairs, 95% interval,
-    single pairs faint) over the fitted gap of the largest shape with its 95% band."""
+    """Relative loss gap vs token multiplier per verdict: the raw gap measured (mean over pairs, 95%
+    interval, single pairs faint) over the fitted raw gap of the largest shape with its 95% band, and
+    the gap beyond capacity (the verdict's tested quantity) where the variant's N or D differs."""
     fig, axes = _grid(len(verdicts))
     for ax, v in zip(axes, verdicts, strict=False):
         Ms = np.array([g.M for g in v.gaps])
@@ -131,10 +132,14 @@ def gaps(verdicts: list[Verdict]) -> Figure:
         ax.fill_between(grid, lo, hi, color="C0", alpha=0.2)
         ax.scatter(v.pairs.M, 100 * v.pairs.gap, s=8, color="grey", alpha=0.5, label="pairs")
         g = 100 * np.array([x.measured for x in v.gaps])
-        ax.errorbar(Ms, g[:, 0], yerr=np.abs(g[:, 1:].T - g[:, 0]), fmt="o", color="C3", label="mean, 95% CI")
+        ax.errorbar(Ms, g[:, 0], yerr=np.abs(g[:, 1:].T - g[:, 0]), fmt="o", color="C3", label="raw gap: mean, 95% CI")
+        if not v.capacity.startswith("none needed"):  # the tested quantity, where it differs from the raw gap
+            b = 100 * np.array([x.beyond for x in v.gaps])
+            ax.errorbar(Ms * 1.06, b[:, 0], yerr=np.abs(b[:, 1:].T - b[:, 0]), fmt="s", color="C2",
+                        label="gap beyond capacity (tested)")  # fmt: skip
         ax.axhline(0, color="black", lw=0.5)
         ax.set(xscale="log", xlabel="tokens per parameter M", ylabel="loss gap vs QKV (%)")
-        ax.set_title(display_name(v.variant))
+        ax.set_title(v.label)
     for ax in axes[len(verdicts) :]:
         ax.set_visible(False)
     if verdicts:  # one legend for all panels, outside them: the bands fill the panels

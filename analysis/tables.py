@@ -20,6 +20,7 @@ from analysis.laws import flops_6nd
 from records.layout import is_local
 from records.manifest import ResultsVersionError
 from records.store import planned_trials, read_evals
+from analysis.cells import table_cells
 
 Columns = dict[str, np.ndarray]
 N_KINDS = ("non_embedding", "total")
@@ -92,8 +93,9 @@ def load_evals(directory: str | Path) -> Columns | None:
 
 
 def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
-    """A results directory (its trials) or a generic CSV/Parquet table with columns N, D, loss;
-    missing columns default to variant 'all', seed 0, C = 6 N D, M = D / N, status 'completed'."""
+    """A results directory (its trials) or a generic CSV/Parquet table with columns N (or
+    params_non_embedding), D (or tokens), loss; missing columns default to variant 'all', seed 0,
+    C = 6 N D, status 'completed', and `size` and M as `cells.table_cells` derives them."""
     path = Path(path)
     if path.is_dir():
         return load_trials(path, n_kind)
@@ -104,6 +106,9 @@ def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
     except (pa.ArrowInvalid, OSError) as err:
         raise AnalysisError(f"cannot read {path}: {err}") from err
     cols = _to_columns(table)
+    for name, alias in (("N", "params_non_embedding"), ("D", "tokens")):  # the results schema's names
+        if name not in cols and alias in cols:
+            cols[name] = cols[alias]
     if missing := {"N", "D", "loss"} - set(cols):
         raise AnalysisError(f"{path}: missing column(s) {sorted(missing)}; a table needs N, D and loss")
     n = len(cols["N"])
@@ -111,7 +116,7 @@ def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
     cols["variant"] = cols["variant"].astype(str) if "variant" in cols else np.full(n, "all")
     cols.setdefault("seed", np.zeros(n, dtype=int))
     cols.setdefault("C", flops_6nd(cols["N"], cols["D"]))
-    cols.setdefault("M", cols["D"] / cols["N"])
+    cols = table_cells(cols)  # size (rank of N per variant) and M (D / N of the baseline's size) where absent
     cols.setdefault("status", np.full(n, "completed"))
     return cols
 

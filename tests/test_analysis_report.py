@@ -53,7 +53,7 @@ def test_generic_table_defaults_and_errors(tmp_path):
     cols = load_table(path)
     assert cols["variant"].tolist() == ["all", "all"]
     np.testing.assert_allclose(cols["C"], [1.2e16, 1.2e18])
-    (tmp_path / "bad.csv").write_text("N,tokens,loss\n1,2,3\n")
+    (tmp_path / "bad.csv").write_text("N,steps,loss\n1,2,3\n")  # `tokens` counts as D since issue 9
     with pytest.raises(AnalysisError, match=r"missing column\(s\) \['D'\]"):
         load_table(tmp_path / "bad.csv")
     with pytest.raises(AnalysisError, match="no trial results"):
@@ -161,9 +161,51 @@ def test_rows_outside_the_manifest_are_left_out_and_counted(two_sweeps, tmp_path
 
 
 def test_all_sweeps_pair_within_each_sweep(two_sweeps):
+    # one verdict per (sweep, variant) now (issue 9), each with its own pairs, Holm-corrected together
     a = analyse(two_sweeps, n_boot=10)
-    v = a.verdicts[0]
-    assert v.pairs.gap.size == 2 * 12  # 12 cells in each sweep, none paired across them
-    gaps = np.sort(v.pairs.gap)
-    assert gaps[:12] == pytest.approx(0.02, abs=0.01) and gaps[12:] == pytest.approx(0.10, abs=0.01)
+    assert [(v.sweep, v.pairs.gap.size, v.family) for v in a.verdicts] == [("a", 12, 2), ("b", 12, 2)]
+    assert a.verdicts[0].pairs.gap == pytest.approx(0.02, abs=0.01)
+    assert a.verdicts[1].pairs.gap == pytest.approx(0.10, abs=0.01)
+    assert a.verdicts[0].label == "Q-K=V (sweep a)" and "Q-K=V (sweep a): gap" in a.verdicts[0].sentence
     assert "a: 24 rows" in a.notes[-1]
+
+
+def test_report_of_a_plain_csv_table_as_json(tmp_path, capsys):
+    """Columns as another lab would have them: paper names, each variant's own N, no size, no M."""
+    rng = np.random.default_rng(0)
+    rows = ["variant,N,D,loss,seed,lr"]
+    for n in (1e7, 4e7, 8.5e7):
+        for m in (1, 4, 16, 64):
+            for seed in range(2):
+                for name, own, lag in (("QKV", n, 0.0), ("Q-K=V", 11 / 12 * n, 0.003 * np.log2(m))):
+                    law = 1.8172 + 482.01 / own**0.3478 + 2085.43 / (m * n) ** 0.3658
+                    loss = law * (1 + lag) * np.exp(0.002 * rng.standard_normal())
+                    rows.append(f"{name},{own:.0f},{m * n:.0f},{loss:.6f},{seed},0.001")
+    (tmp_path / "lab.csv").write_text("\n".join(rows) + "\n")
+    assert main(["report", str(tmp_path / "lab.csv"), "--json", "--n-boot", "20", "--out", str(tmp_path / "r")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["question"].startswith("Question: does the variant fall further behind QKV")
+    (v,) = out["verdicts"]
+    assert v["variant"] == "Q-K=V" and v["trend"] == "grows" and v["p_holm"] < 0.05
+    assert v["statistic"].startswith("slope per doubling of M of the gap beyond capacity")
+    assert v["interval"][0] < 0.003 < v["interval"][1]
+    assert [g["M"] for g in v["raw_gaps"]] == [1, 4, 16, 64] and len(v["raw_gaps"][0]["interval"]) == 2
+    assert v["raw_gaps"][0]["gap"] > 0.004  # raw: the capacity deficit (~0.5%) is in it
+    assert abs(v["gaps_beyond_capacity"][0]["gap"]) < 0.003
+    assert v["sentence"].endswith(v["conclusion"]) and "lags more" in v["sentence"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Question: does the variant fall further behind QKV" in md and "Null: no effect of tying" in md
+    assert v["sentence"] in md
+
+
+def test_the_over_training_law_is_fitted_on_6nd_not_measured_flops(tmp_path):
+    # Gadre et al.'s law is derived with C = 6ND; measured FLOPs / 6ND varies with size in real models
+    t = synthetic_trials(gaps={"tied_kv": (0.02, 0.0)}, **TINY)
+    t["flops"] = t["flops"] * np.interp(np.log(t["params_non_embedding"]), [10.0, 14.0], [2.6, 1.3])
+    a = analyse(write_results(tmp_path / "r", t), n_boot=5)
+    from analysis.fit import fit_overtraining
+
+    at = a.trials["variant"] == "baseline"
+    N, D = a.trials["N"][at], a.trials["D"][at]
+    on_6nd = fit_overtraining(6 * N * D, D / N, a.trials["loss"][at], n_boot=0)
+    assert a.overtraining["baseline"].params["eta"] == pytest.approx(on_6nd.params["eta"], rel=1e-6)
