@@ -27,6 +27,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,14 +145,16 @@ print(json.dumps({{**result.summary, "full_error": error, "left": left, "status"
 """
 
 
-def _in_tmpfs(script: str, args: list[str], workdir: Path) -> tuple[str, subprocess.CompletedProcess]:
-    """Run `python -c script workdir MODE *args` on a real full-able filesystem: a 16 MB tmpfs in a
+def _in_tmpfs(
+    script: str, args: list[str], workdir: Path, size: str = "16m"
+) -> tuple[str, subprocess.CompletedProcess]:
+    """Run `python -c script workdir MODE *args` on a real full-able filesystem: a small tmpfs in a
     private mount namespace (unshare; the mount vanishes with the process), else the same script
     with RLIMIT_FSIZE (writes fail with EFBIG) where mounting is not allowed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     python = [sys.executable, "-c", script]
     if shutil.which("unshare"):
-        mount = f"mount -t tmpfs -o size=16m tmpfs {workdir} && exec \"$0\" \"$@\""
+        mount = f"mount -t tmpfs -o size={size} tmpfs {workdir} && exec \"$0\" \"$@\""
         out = subprocess.run(["unshare", "-rm", "sh", "-c", mount, *python, str(workdir), "tmpfs", *args],
                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         if out.returncode == 0 or "Traceback" in out.stderr:
@@ -168,8 +171,75 @@ def test_disk_full_while_checkpointing_leaves_no_temp_file(tiny_data, tmp_path, 
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.splitlines()[-1])
     assert "cannot write checkpoint" in r["full_error"] and "checkpoint.pt" in r["full_error"], r["full_error"]
-    assert ("No space left" if mode == "tmpfs" else "too large") in r["full_error"]
+    if mode == "tmpfs":
+        assert "No space left" in r["full_error"] and "(0 bytes free there)" in r["full_error"]
     assert not [n for n in r["left"] if ".tmp-" in n], r["left"]  # the space the failure row needs is free
     assert r["status"] == "completed" and r["resumed_from_step"] == 20
     assert abs(r["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
     TABLE.append((f"filesystem full while checkpointing ({mode})", 1, 0, 0))
+
+
+# ---------------------------------------------------------------- token caches
+
+
+@pytest.fixture
+def small_data(tiny_data, tmp_path):
+    """A cache of its own (the session's is shared): 200 kB of stdlib, a 300-token BPE."""
+    return dataclasses.replace(tiny_data, max_bytes=200_000, vocab_size=300, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_damaged_token_cache_is_rebuilt_never_used(small_data, damage):
+    good = prepare_data(small_data)
+    train_bin = Path(good.train.filename)
+    expected = np.array(good.train)
+    del good
+    raw = bytearray(train_bin.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # same size, one token changed: only the checksum sees it
+        raw[len(raw) // 3] ^= 0x01
+    train_bin.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="token cache: .*(bytes, its metadata says|checksum).*rebuilding"):
+        again = prepare_data(small_data)
+    assert np.array_equal(np.array(again.train), expected)
+    assert not list(Path(small_data.cache_dir).glob("*.tmp"))
+    TABLE.append((f"token cache {damage} on disk", 1, 0, 0))
+
+
+def test_damaged_tokenizer_is_trained_again(small_data):
+    good = prepare_data(small_data)
+    tok = Path(good.tokenizer_path)
+    expected = np.array(good.train)
+    tok.write_text(tok.read_text()[:100])
+    with pytest.warns(UserWarning, match="tokenizer: cannot load .*training it again"):
+        again = prepare_data(small_data)
+    assert np.array_equal(np.array(again.train), expected)
+
+
+_FULL_CACHE = """
+import json, os, signal, resource, sys
+from tiedattn.data import DataConfig, prepare_data
+workdir, mode, data = sys.argv[1], sys.argv[2], DataConfig(**json.loads(sys.argv[3]))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+if mode == "fsize":
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    prepare_data(data)
+    error = None
+except OSError as e:
+    error = str(e)
+print(json.dumps({"error": error, "left": sorted(os.listdir(data.cache_dir))}))
+"""
+
+
+def test_disk_full_while_writing_the_token_cache(small_data, tmp_path):
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    data = json.dumps(dataclasses.asdict(dataclasses.replace(small_data, cache_dir=str(fs / "cache"))))
+    mode, out = _in_tmpfs(_FULL_CACHE, [data], fs, size="128k")
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.splitlines()[-1])
+    assert r["error"] and str(fs / "cache") in r["error"], r
+    assert not [n for n in r["left"] if n.endswith(".tmp")], r["left"]
+    TABLE.append((f"filesystem full while writing the token cache ({mode})", 1, 0, 0))

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import time
 import warnings
 import zlib
@@ -187,8 +188,9 @@ def _save(path: str, state: dict, keep_previous: bool = False) -> None:
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, Exception):
-            raise OSError(f"cannot write checkpoint '{path}': {e}") from e
+        if isinstance(e, Exception):  # torch may hide ENOSPC behind its own message: say what is free
+            free = shutil.disk_usage(os.path.dirname(path) or ".").free
+            raise OSError(f"cannot write checkpoint '{path}' ({free:,} bytes free there): {e}") from e
         raise
 
 
