@@ -34,7 +34,7 @@ import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 try:
@@ -148,28 +148,130 @@ def tuned_sweeps(results_dir: str) -> list[str]:
     return sorted(n for n in names if os.path.exists(os.path.join(root, n, JOURNAL)))
 
 
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _shape_error(doc: object) -> str | None:
+    """What in a parsed lr.json is not what best_rates writes (a hand edit, another version), or None."""
+    if not isinstance(doc, dict):
+        return f"expected an object of variants, got {type(doc).__name__}"
+    for variant, entry in doc.items():
+        sizes = entry.get("sizes") if isinstance(entry, dict) else None
+        if not isinstance(sizes, dict):
+            return f"{variant}: expected an object with 'sizes'"
+        for label, size in sizes.items():
+            if not isinstance(size, dict) or not (_number(size.get("lr")) and size["lr"] > 0):
+                return f"{variant}.sizes.{label}.lr: expected a positive number"
+        rule = entry.get("rule")
+        if rule is not None and not (isinstance(rule, dict) and _number(rule.get("log_c")) and _number(rule.get("p"))):
+            return f"{variant}.rule: expected numbers log_c and p"
+    return None
+
+
+class TunedFileError(ValueError):
+    """lr.json exists but cannot be used; the message names the file."""
+
+
 def read_tuned(results_dir: str, sweep: str) -> dict | None:
-    """The parsed DIR/tuning/<sweep>/lr.json, or None if there is none (or DIR is an object store)."""
+    """The parsed DIR/tuning/<sweep>/lr.json, or None if there is none (or DIR is an object store).
+    TunedFileError if it is unreadable or not shaped as `tune` writes it."""
     if "://" in results_dir and not results_dir.startswith("file://"):
         return None
+    path = os.path.join(tuning_dir(results_dir, sweep), LR_FILE)
     try:
-        with open(os.path.join(tuning_dir(results_dir, sweep), LR_FILE)) as f:
-            return json.load(f)
+        with open(path) as f:
+            doc = json.load(f)
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise TunedFileError(f"{path}: unreadable ({e}); run tiedsweep tune again to rewrite it") from None
+    if problem := _shape_error(doc):
+        raise TunedFileError(f"{path}: {problem}; run tiedsweep tune again to rewrite it")
+    return doc
+
+
+def _uses_tuning(spec: object) -> bool:
+    """Whether a raw spec has lr = "tuned" anywhere (a [train] value or a grid axis)."""
+    if isinstance(spec, dict):
+        return any(
+            (k == "lr" and TUNED in (v if isinstance(v, list) else [v])) or _uses_tuning(v) for k, v in spec.items()
+        )
+    return isinstance(spec, list) and any(_uses_tuning(v) for v in spec)
 
 
 def tuned_for_spec(spec_path: str, results_dir: str) -> dict | None:
-    """read_tuned for the sweep a spec names, read before the spec is validated (load_spec needs it)."""
+    """read_tuned for the sweep a spec names, read before the spec is validated (load_spec needs it).
+    A damaged lr.json is ignored, with a warning, by a spec that does not use tuning; for one that
+    does, it ends the command with one line naming the file (exit 2)."""
     try:
         with open(spec_path, "rb") as f:
-            name = tomllib.load(f).get("name")
+            spec = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError):
         return None  # load_spec reports it
-    return read_tuned(results_dir, name) if isinstance(name, str) and "/" not in name else None
+    name = spec.get("name")
+    if not isinstance(name, str) or "/" in name:
+        return None
+    try:
+        return read_tuned(results_dir, name)
+    except TunedFileError as e:
+        if _uses_tuning(spec):
+            print(f'{spec_path}: train.lr: "{TUNED}" needs {e}', file=sys.stderr)
+            raise SystemExit(2) from None  # the CLI's one line; phase 2 moves this into orchestrator/cli.py
+        print(f"warning: {e} (ignored: {spec_path} does not use tuned rates)", file=sys.stderr)
+        return None
+
+
+def repair_journal(path: str) -> int:
+    """Drop torn records from an Optuna journal; return how many bytes were dropped (0: it was whole).
+
+    A writer killed mid-append (or a full disk) leaves a last line without its newline; Optuna skips
+    it on read, but the next append is glued onto it, and from then on every read of the study fails
+    ("Invalid log format"). Under the journal's own lock, each line must end in a newline and parse
+    as JSON; a glued line keeps its last complete record, a torn one is dropped, with a warning."""
+    lock = JournalFileSymlinkLock(path)
+    lock.acquire()  # a lock left by a killed writer is forced open after Optuna's 30 s grace period
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        kept = [_record(line) for line in raw.splitlines(keepends=True)]
+        dropped = len(raw) - sum(map(len, kept))
+        if dropped:
+            _write_bytes(path, b"".join(kept))
+            stderr_log(f"warning: {path}: dropped {dropped} bytes of torn records (a writer killed mid-write)")
+        return dropped
+    finally:
+        lock.release()
+
+
+def _record(line: bytes) -> bytes:
+    """The complete record in a journal line: the line, the record glued after a torn one, or b""."""
+    if line.endswith(b"\n"):
+        for candidate in (line, line[max(0, line.rfind(b'{"op_code"')) :]):
+            try:
+                json.loads(candidate)
+                return candidate
+            except ValueError:
+                pass
+    return b""
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _storage(path: str) -> JournalStorage:
+    if os.path.exists(path):
+        repair_journal(path)
     return JournalStorage(JournalFileBackend(path))
 
 
@@ -399,10 +501,7 @@ def plan(sweep: Sweep, results_dir: str, n_trials: int | None = None) -> str:
 
 
 def _write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, path)
+    _write_bytes(path, json.dumps(doc, indent=2).encode())
 
 
 def tuning_status(results_dir: str, sweep: str) -> list[dict] | None:

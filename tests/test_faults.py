@@ -243,3 +243,82 @@ def test_disk_full_while_writing_the_token_cache(small_data, tmp_path):
     assert r["error"] and str(fs / "cache") in r["error"], r
     assert not [n for n in r["left"] if n.endswith(".tmp")], r["left"]
     TABLE.append((f"filesystem full while writing the token cache ({mode})", 1, 0, 0))
+
+
+# ---------------------------------------------------------------- tuning files
+
+
+def _journal(results: Path, sweep: str = "t") -> Path:
+    """A real Optuna journal with one study of three finished trials, as `tune` leaves it."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from orchestrator.tune import JOURNAL, tuning_dir
+
+    folder = Path(tuning_dir(str(results), sweep))
+    folder.mkdir(parents=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+    study = optuna.create_study(study_name=f"{sweep}-QKV-d32l1h4", storage=store)
+    study.set_user_attr("n_trials", 4)
+    for lr in (1e-3, 3e-3, 1e-2):
+        study.enqueue_trial({"lr": lr})
+        study.optimize(lambda t: (math.log10(t.suggest_float("lr", 1e-4, 1e-1, log=True)) + 2.5) ** 2, n_trials=1)
+    return folder / JOURNAL
+
+
+def test_torn_journal_record_is_dropped_and_tuning_status_works(tmp_path, capsys):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from orchestrator.tune import tuning_status
+    from tiedsweep.cli import main
+
+    results = tmp_path / "results"
+    path = _journal(results)
+    whole = path.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    path.write_bytes(whole + last[: len(last) // 2])  # a driver killed mid-append: half a record
+    # Another writer appends before anyone repairs it: its record is glued onto the torn one.
+    name = "t-QKV-d32l1h4"
+    study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+    study.set_user_attr("note", "after the tear")
+    with pytest.raises(ValueError):  # from here on, Optuna alone fails on every write: stuck for good
+        study.set_user_attr("note", "and again")
+
+    (study_status,) = tuning_status(str(results), "t")
+    assert study_status["finished"] == 3 and study_status["best_lr"] == pytest.approx(3e-3)
+    assert "dropped" in capsys.readouterr().err
+    repaired = path.read_bytes()
+    assert repaired.startswith(whole) and repaired.count(b"\n") == whole.count(b"\n") + 2  # both later records kept
+    assert main(["status", str(results)]) == 0 and name in capsys.readouterr().out
+    TABLE.append(("Optuna journal: torn record, then a glued append", 1, 0, 0))
+
+
+def _spec_with_lr(tmp_path: Path, cache_dir: str, lr: str) -> Path:
+    from tests.test_orchestrator import write_spec
+
+    return write_spec(tmp_path / "s.toml", cache_dir, name="lrj", variants=("QKV",), multipliers=(2,), train=lr)
+
+
+@pytest.mark.parametrize(
+    "content", ['{"QKV": {"sizes": {"d32l1h4": {"lr": 0.003', '["QKV"]', '{"QKV": {"sizes": {"d32l1h4": {"lr": "x"}}}}']
+)
+def test_bad_lr_json_only_stops_specs_that_tune(tmp_path, cache_dir, content, capsys):
+    from tiedsweep.cli import main
+
+    results = tmp_path / "results"
+    (results / "tuning" / "lrj").mkdir(parents=True)
+    lr_json = results / "tuning" / "lrj" / "lr.json"
+    lr_json.write_text(content)
+    run = ["run", "--results", str(results), "--dry-run"]
+    assert main([*run, str(_spec_with_lr(tmp_path, cache_dir, ""))]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: ") and str(lr_json) in err, err
+    with pytest.raises(SystemExit) as stop:
+        main([*run, str(_spec_with_lr(tmp_path, cache_dir, 'lr = "tuned"'))])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and str(lr_json) in err, err
+    TABLE.append(("lr.json corrupt or wrongly shaped", 1, 0, 0))
