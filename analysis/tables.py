@@ -149,13 +149,32 @@ def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
     if missing := {"N", "D", "loss"} - set(cols):
         raise AnalysisError(f"{path}: missing column(s) {sorted(missing)}; a table needs N, D and loss")
     n = len(cols["N"])
-    cols = {k: (v.astype(float) if k in ("N", "D", "loss", "C") else v) for k, v in cols.items()}
+    csv = path.suffix.lower() == ".csv"
+    where = [f"line {i + 2}" if csv else f"row {i + 1}" for i in range(n)]  # as an editor numbers them
+    cols = {k: (_numbers(v, path, k, where) if k in ("N", "D", "loss", "C") else v) for k, v in cols.items()}
+    for k in ("N", "D"):
+        if (bad := ~(cols[k] > 0) & np.isfinite(cols["loss"])).any():  # rows a fit would use
+            i = int(np.argmax(bad))
+            raise AnalysisError(f"{path}: {where[i]}: {k} = {cols[k][i]:g} is not a positive number")
     cols["variant"] = cols["variant"].astype(str) if "variant" in cols else np.full(n, "all")
     cols.setdefault("seed", np.zeros(n, dtype=int))
     cols.setdefault("C", training_flops(cols["N"], cols["D"]))
     cols.setdefault("M", cols["D"] / cols["N"])
     cols.setdefault("status", np.full(n, "completed"))
     return cols
+
+
+def _numbers(values: np.ndarray, path: Path, column: str, where: list[str]) -> np.ndarray:
+    """A column as floats; AnalysisError naming the file and row of the first value that is not one."""
+    try:
+        return values.astype(float)
+    except (ValueError, TypeError):
+        for i, v in enumerate(values):
+            try:
+                float(v)
+            except (ValueError, TypeError):
+                raise AnalysisError(f"{path}: {where[i]}: {column} = {v!r} is not a number") from None
+        raise
 
 
 def completed(cols: Columns) -> tuple[Columns, dict[str, int]]:

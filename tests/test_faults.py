@@ -322,3 +322,36 @@ def test_bad_lr_json_only_stops_specs_that_tune(tmp_path, cache_dir, content, ca
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and str(lr_json) in err, err
     TABLE.append(("lr.json corrupt or wrongly shaped", 1, 0, 0))
+
+
+# ---------------------------------------------------------------- tiedsweep fit on bad tables
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ("", "no usable rows (no rows)"),  # header only
+        ("1e6,2e7,nan\n2e6,4e7,nan\n", "no usable rows (2 rows: 2 non-finite loss)"),
+        ("1e6,2e7,3.1\n2e6,4e7,abc\n", "line 3: loss = 'abc' is not a number"),
+        ("1e6,2e7,3.1\n-2e6,4e7,3.0\n", "line 3: N = -2e+06 is not a positive number"),
+        ("1e6,2e7,3.1\n1e6,4e7,3.0\n", "variant all: chinchilla fit needs at least 6 points"),
+    ],
+)
+def test_fit_refuses_unusable_tables_in_one_line(tmp_path, capsys, rows, says):
+    from tiedsweep.cli import main
+
+    table = tmp_path / "t.csv"
+    table.write_text("N,D,loss\n" + rows)
+    assert main(["fit", str(table), "--n-boot", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{table}: {says}" in err, err
+
+
+def test_fit_refuses_n_boot_below_one(tmp_path, capsys):
+    from tiedsweep.cli import main
+
+    table = tmp_path / "t.csv"
+    table.write_text("N,D,loss\n1e6,2e7,3.1\n")
+    for n in ("0", "-3"):
+        assert main(["fit", str(table), "--n-boot", n]) == 2
+        assert f"--n-boot: must be >= 1, got {n}" in capsys.readouterr().err
