@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +153,7 @@ def _in_tmpfs(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     python = [sys.executable, "-c", script]
     if shutil.which("unshare"):
-        mount = f"mount -t tmpfs -o size={size} tmpfs {workdir} && exec \"$0\" \"$@\""
+        mount = f'mount -t tmpfs -o size={size} tmpfs {workdir} && exec "$0" "$@"'
         out = subprocess.run(["unshare", "-rm", "sh", "-c", mount, *python, str(workdir), "tmpfs", *args],
                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         if out.returncode == 0 or "Traceback" in out.stderr:
