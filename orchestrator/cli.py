@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -175,7 +176,7 @@ def submit_cmd(args: argparse.Namespace) -> int:
         try:
             client = JobSubmissionClient(args.address)
             job = client.submit_job(
-                entrypoint=" ".join(entry),
+                entrypoint=shlex.join(entry),  # Ray runs it in a shell: quote every argument
                 runtime_env=runtime_env,
                 submission_id=args.job_id,
                 metadata={"sweep": sweep.name},

@@ -18,6 +18,7 @@ The figures (faults injected, trials lost, trials duplicated) are printed at the
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -354,3 +355,73 @@ def test_fit_refuses_n_boot_below_one(tmp_path, capsys):
     for n in ("0", "-3"):
         assert main(["fit", str(table), "--n-boot", n]) == 2
         assert f"--n-boot: must be >= 1, got {n}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- security: Ray's sockets, submit's shell
+
+
+def _listening(root_pid: int) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of root_pid and its descendants,
+    read from /proc (Linux): the sockets' inodes in /proc/net/tcp{,6}, matched to each process's fds."""
+    sockets = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A":  # LISTEN
+                hexip, port = f[1].split(":")
+                raw = bytes.fromhex(hexip)
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
+                sockets[int(f[9])] = (str(ipaddress.ip_address(raw)), int(port, 16))
+    children: dict[int, list[int]] = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(d)
+            )
+        except OSError:
+            pass
+    found, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        found += [(name, *sockets[int(t[8:-1])]) for t in links if t.startswith("socket:[") and int(t[8:-1]) in sockets]
+    return found
+
+
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+_EMBEDDED = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import ray
+from orchestrator.runner import connect
+from tests.test_faults import _listening
+connect(None, num_cpus=1)
+ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process too
+time.sleep(1.0)  # agents bind a moment after start
+print(json.dumps(_listening(os.getpid())))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_embedded_ray_listens_on_loopback_only(tmp_path):
+    import secrets
+
+    env = {**os.environ, "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # never writes ~/.ray/auth_token
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the runner sets it, not the caller
+    out = subprocess.run([sys.executable, "-c", _EMBEDDED, str(ROOT)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=180)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = [tuple(s) for s in json.loads(out.stdout.splitlines()[-1])]
+    names = {name for name, _, _ in found}
+    assert {"gcs_server", "raylet"} <= names, found  # the servers are there, and were read
+    assert [s for s in found if not _loopback(s[1])] == [], found
