@@ -17,21 +17,26 @@ The figures (faults injected, trials lost, trials duplicated) are printed at the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from orchestrator.results import read_trials
 from tests.conftest import TINY_VOCAB
+from tests.test_orchestrator import ray_cluster, write_spec  # noqa: F401 (ray_cluster: a fixture)
 from tiedattn.data import prepare_data
 from tiedattn.model import ModelConfig
 from tiedattn.train import TrainConfig, Trial, train
@@ -298,8 +303,6 @@ def test_torn_journal_record_is_dropped_and_tuning_status_works(tmp_path, capsys
 
 
 def _spec_with_lr(tmp_path: Path, cache_dir: str, lr: str) -> Path:
-    from tests.test_orchestrator import write_spec
-
     return write_spec(tmp_path / "s.toml", cache_dir, name="lrj", variants=("QKV",), multipliers=(2,), train=lr)
 
 
@@ -425,3 +428,122 @@ def test_embedded_ray_listens_on_loopback_only(tmp_path):
     names = {name for name, _, _ in found}
     assert {"gcs_server", "raylet"} <= names, found  # the servers are there, and were read
     assert [s for s in found if not _loopback(s[1])] == [], found
+
+
+def test_submit_quotes_paths_with_spaces_and_shell_metacharacters(ray_cluster, cache_dir, tmp_path):  # noqa: F811
+    env, _, dashboard = ray_cluster
+    # Unquoted, Ray's shell would run `touch .../PWNED` and split the results path at its spaces.
+    results = Path(f"{tmp_path}/r dir; touch {tmp_path}/PWNED; #")
+    spec = write_spec(tmp_path / "c.toml", cache_dir, name="quoted", variants=("QKV",), multipliers=(2,))
+    spec_in_repo = ROOT / "sweeps" / f"_test {os.getpid()} it's $(touch PWNED2).toml"
+    spec_in_repo.write_text(spec.read_text())
+    try:
+        out = subprocess.run([sys.executable, "-m", "tiedsweep", "submit", str(spec_in_repo), "--address", dashboard,
+                              "--results", str(results)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=400)  # fmt: skip
+    finally:
+        spec_in_repo.unlink()
+    assert out.returncode == 0 and "SUCCEEDED" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not (tmp_path / "PWNED").exists() and not (ROOT / "PWNED2").exists()
+    assert [r["status"] for r in read_trials(str(results), "quoted").to_pylist()] == ["completed"]
+    TABLE.append(("submit: metacharacters and spaces in paths", 1, 0, 0))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(d)
+            )
+        except OSError:
+            pass
+    found, todo = set(), [pid]
+    while todo:
+        found.add(p := todo.pop())
+        todo += children.get(p, [])
+    return found
+
+
+@pytest.mark.slow
+def test_worker_node_killed_mid_trial_resumes_on_the_head(cache_dir, tmp_path):
+    """Two nodes on loopback addresses (`ray start`, token auth): the head 127.0.0.2 (1 CPU), a worker
+    node 127.0.0.3 (2 CPUs). The worker node's whole process group is SIGKILLed while a trial it runs
+    has a checkpoint: Ray re-runs that task on the head, which resumes from the checkpoint.
+    127.0.0.2/3 rather than 127.0.0.1: Ray replaces 127.0.0.1 by the host's address on a cluster
+    node, and a worker node refuses to start with the single-machine switch the embedded Ray uses."""
+    import secrets
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "TIEDSWEEP_CACHE": cache_dir,
+    }
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    common = ["--block", "--disable-usage-stats", "--dashboard-agent-listen-port=0"]
+    nodes = []
+
+    def start(args: list[str], log: str) -> subprocess.Popen:
+        nodes.append(subprocess.Popen([ray_bin, "start", *args, *common], env=env, start_new_session=True,
+                                      stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT))  # fmt: skip
+        return nodes[-1]
+
+    results = tmp_path / "results"
+    spec = write_spec(tmp_path / "mn.toml", cache_dir, name="mn", variants=("QKV",), multipliers=(30, 45),
+                      train="checkpoint_every_s = 0.5")  # fmt: skip
+    try:
+        start(
+            ["--head", f"--port={port}", "--node-ip-address=127.0.0.2", "--num-cpus=1", "--include-dashboard=false"],
+            "head.log",
+        )
+        worker = start([f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", "--num-cpus=2"], "worker.log")
+        probe = (
+            f"import ray; ray.init(address='127.0.0.2:{port}'); assert len([n for n in ray.nodes() if n['Alive']]) == 2"
+        )
+        deadline = time.time() + 120
+        while subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+            assert time.time() < deadline and all(n.poll() is None for n in nodes), (
+                tmp_path / "worker.log"
+            ).read_text()
+            time.sleep(2)
+        driver = subprocess.Popen([sys.executable, "-m", "tiedsweep", "run", str(spec), "--results", str(results),
+                                   "--address", f"127.0.0.2:{port}", "--quiet"], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        on_worker = None
+        deadline = time.time() + 180
+        while on_worker is None and time.time() < deadline and driver.poll() is None:
+            node_pids = _descendants(worker.pid)
+            for workdir in (results / "checkpoints" / "mn").glob("*"):
+                pid_file, ckpt = workdir / "worker.pid", workdir / "checkpoint.pt"
+                if ckpt.exists() and pid_file.exists() and int(pid_file.read_text() or 0) in node_pids:
+                    on_worker = workdir.name
+            time.sleep(0.2)
+        assert on_worker, "no trial ran on the worker node"
+        time.sleep(1.0)  # a few more checkpoints: mid-trial, not at step 0
+        os.killpg(worker.pid, signal.SIGKILL)  # the node: raylet, agents and its workers, never `ray stop`
+        worker.wait()
+        out, _ = driver.communicate(timeout=400)
+        assert driver.returncode == 0, out[-3000:]
+    finally:
+        for node in nodes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+    rows = read_trials(str(results), "mn", latest=False).to_pylist()
+    completed = [r["trial_id"] for r in rows if r["status"] == "completed"]
+    lost, duplicated = 2 - len(set(completed)), len(completed) - len(set(completed))
+    (moved,) = [r for r in rows if r["trial_id"] == on_worker and r["status"] == "completed"]
+    assert moved["resumed_from_step"] and 0 < moved["resumed_from_step"] < moved["steps"], moved
+    TABLE.append(("worker node killed mid-trial (two nodes)", 1, lost, duplicated))
+    assert lost == 0 and duplicated == 0, rows
