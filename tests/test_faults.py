@@ -107,6 +107,16 @@ def test_truncated_checkpoints_restart_the_trial(tiny_data, tmp_path, whole):
     TABLE.append(("checkpoint + previous truncated", 2, 0, 0))
 
 
+_FILL_UP = """
+def fill_up(path):  # unbuffered: a buffered file would fail again at close
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY)
+    try:
+        while True:
+            os.write(fd, bytes(1 << 16))
+    except OSError:
+        pass
+    os.close(fd)
+"""
 _FULL_DISK = """
 import json, os, resource, signal, sys
 from tiedattn.data import DataConfig
@@ -125,13 +135,7 @@ def fill(p):  # after step 20's checkpoint: the disk is full from here on
     if p["step"] != 20:
         return
     if mode == "tmpfs":
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(bytes(1 << 16))
-                    f.flush()
-            except OSError:
-                pass
+        fill_up(filler)
     else:
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
 
@@ -157,7 +161,7 @@ def _in_tmpfs(
     private mount namespace (unshare; the mount vanishes with the process), else the same script
     with RLIMIT_FSIZE (writes fail with EFBIG) where mounting is not allowed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    python = [sys.executable, "-c", script]
+    python = [sys.executable, "-c", _FILL_UP + script]
     if shutil.which("unshare"):
         mount = f'mount -t tmpfs -o size={size} tmpfs {workdir} && exec "$0" "$@"'
         out = subprocess.run(["unshare", "-rm", "sh", "-c", mount, *python, str(workdir), "tmpfs", *args],
@@ -547,3 +551,35 @@ def test_worker_node_killed_mid_trial_resumes_on_the_head(cache_dir, tmp_path):
     assert moved["resumed_from_step"] and 0 < moved["resumed_from_step"] < moved["steps"], moved
     TABLE.append(("worker node killed mid-trial (two nodes)", 1, lost, duplicated))
     assert lost == 0 and duplicated == 0, rows
+
+
+_FULL_LEASE = """
+import json, os, resource, signal, sys
+from orchestrator.lease import acquire, heartbeat, new_owner
+workdir, mode = sys.argv[1], sys.argv[2]
+results, owner = os.path.join(workdir, "results"), new_owner()
+assert acquire(results, "s", "t0", owner)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+if mode == "tmpfs":
+    fill_up(os.path.join(workdir, "filler"))
+else:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+errors = []
+for beat in range(3):  # three heartbeats on a full disk
+    try:
+        heartbeat(results, "s", "t0", owner)
+    except OSError as e:
+        errors.append(str(e))
+folder = os.path.join(results, "leases", "s")
+print(json.dumps({"errors": errors, "left": sorted(os.listdir(folder))}))
+"""
+
+
+def test_disk_full_lease_heartbeats_leave_no_temp_files(tmp_path):
+    (tmp_path / "fs").mkdir()
+    mode, out = _in_tmpfs(_FULL_LEASE, [], tmp_path / "fs", size="1m")
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.splitlines()[-1])
+    assert len(r["errors"]) == 3 and all("writing the lease" in e and "t0" in e for e in r["errors"]), r
+    assert not [n for n in r["left"] if n.endswith(".tmp")], r["left"]
+    TABLE.append((f"filesystem full during lease heartbeats ({mode})", 3, 0, 0))
