@@ -439,6 +439,7 @@ def test_embedded_ray_listens_on_loopback_only(tmp_path):
     assert [s for s in found if not _loopback(s[1])] == [], found
 
 
+@pytest.mark.slow
 def test_submit_quotes_paths_with_spaces_and_shell_metacharacters(ray_cluster, cache_dir, tmp_path):  # noqa: F811
     env, _, dashboard = ray_cluster
     # Unquoted, Ray's shell would run `touch .../PWNED` and split the results path at its spaces.
