@@ -56,14 +56,23 @@ def _fit_json(f: Fit) -> dict:
 
 def _run_fit(args: argparse.Namespace) -> int:
     try:
+        if args.n_boot < 1:
+            raise AnalysisError(f"--n-boot: must be >= 1, got {args.n_boot}")
         cols = load_table(args.table, args.n_kind)
         n_kind = args.n_kind if args.table.is_dir() else "table"
+        n_rows = len(cols["loss"])
         cols, excluded = completed(cols)
+        if not len(cols["loss"]):
+            why = ", ".join(f"{n} {status}" for status, n in sorted(excluded.items()))
+            raise AnalysisError(f"{args.table}: no usable rows ({f'{n_rows} rows: {why}' if n_rows else 'no rows'})")
         fits = []
         for v in sorted(set(cols["variant"].tolist())):
             at = cols["variant"] == v
             N, D, loss = cols["N"][at], cols["D"][at], cols["loss"][at]
-            fits.append(fit_chinchilla(N, D, loss, variant=v, n_kind=n_kind, n_boot=args.n_boot, seed=args.seed))
+            try:
+                fits.append(fit_chinchilla(N, D, loss, variant=v, n_kind=n_kind, n_boot=args.n_boot, seed=args.seed))
+            except AnalysisError as err:
+                raise AnalysisError(f"{args.table}: variant {v}: {err}") from None
     except AnalysisError as err:
         print(f"tiedsweep fit: error: {err}", file=sys.stderr)
         return 2
@@ -87,6 +96,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from analysis.verdict import QUESTION
 
     try:
+        if args.n_boot < 1:
+            raise AnalysisError(f"--n-boot: must be >= 1, got {args.n_boot}")
         out = write_report(args.table, args.out, n_boot=args.n_boot, sweep=args.sweep)
     except AnalysisError as err:
         print(f"tiedsweep report: error: {err}", file=sys.stderr)

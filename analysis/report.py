@@ -26,7 +26,7 @@ from analysis.names import display_name
 from analysis.render import Block, Section, markdown, to_html
 from analysis.tables import Columns, completed, load_evals, load_sweep_trials, load_table, select
 from analysis.verdict import QUESTION, STATISTIC, SeqLenTrend, Verdict, groups, seq_len_trends, verdicts
-from records.tuning import read_tuned
+from records.tuning import TunedFileError, read_tuned
 
 TINY_PARAMS = 10_000_000  # below this the models are CPU toys; say so in the report
 
@@ -268,7 +268,12 @@ def _tuned_rates(results_dir: str | Path, sweeps: list[str]) -> list[Block]:
     """What `tiedsweep tune` found (records.tuning: DIR/tuning/<sweep>/lr.json), for the sweeps that were tuned."""
     lines = []
     for sweep in sweeps:
-        for variant, entry in sorted((read_tuned(str(results_dir), sweep) or {}).items()):
+        try:
+            tuned = read_tuned(str(results_dir), sweep) or {}
+        except TunedFileError as e:  # the rows carry the rates they trained with; only this section is lost
+            lines.append(f"{sweep}: tuning results unreadable: {e}")
+            continue
+        for variant, entry in sorted(tuned.items()):
             at = ", ".join(f"{size} (N = {e['N']:,}): {e['lr']:.3g}" for size, e in entry["sizes"].items())
             rule = entry["rule"]
             rule = f"rule lr(N) = {math.exp(rule['log_c']):.3g} x N^{rule['p']:.3f}" if rule else "no rule"

@@ -16,11 +16,11 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from analysis import AnalysisError
+from analysis.cells import table_cells
 from analysis.laws import flops_6nd
 from records.layout import is_local
 from records.manifest import ResultsVersionError
 from records.store import planned_trials, read_evals
-from analysis.cells import table_cells
 
 Columns = dict[str, np.ndarray]
 N_KINDS = ("non_embedding", "total")
@@ -112,13 +112,32 @@ def load_table(path: str | Path, n_kind: str = "non_embedding") -> Columns:
     if missing := {"N", "D", "loss"} - set(cols):
         raise AnalysisError(f"{path}: missing column(s) {sorted(missing)}; a table needs N, D and loss")
     n = len(cols["N"])
-    cols = {k: (v.astype(float) if k in ("N", "D", "loss", "C") else v) for k, v in cols.items()}
+    csv = path.suffix.lower() == ".csv"
+    where = [f"line {i + 2}" if csv else f"row {i + 1}" for i in range(n)]  # as an editor numbers them
+    cols = {k: (_numbers(v, path, k, where) if k in ("N", "D", "loss", "C") else v) for k, v in cols.items()}
+    for k in ("N", "D"):
+        if (bad := ~(cols[k] > 0) & np.isfinite(cols["loss"])).any():  # rows a fit would use
+            i = int(np.argmax(bad))
+            raise AnalysisError(f"{path}: {where[i]}: {k} = {cols[k][i]:g} is not a positive number")
     cols["variant"] = cols["variant"].astype(str) if "variant" in cols else np.full(n, "all")
     cols.setdefault("seed", np.zeros(n, dtype=int))
     cols.setdefault("C", flops_6nd(cols["N"], cols["D"]))
     cols = table_cells(cols)  # size (rank of N per variant) and M (D / N of the baseline's size) where absent
     cols.setdefault("status", np.full(n, "completed"))
     return cols
+
+
+def _numbers(values: np.ndarray, path: Path, column: str, where: list[str]) -> np.ndarray:
+    """A column as floats; AnalysisError naming the file and row of the first value that is not one."""
+    try:
+        return values.astype(float)
+    except (ValueError, TypeError):
+        for i, v in enumerate(values):
+            try:
+                float(v)
+            except (ValueError, TypeError):
+                raise AnalysisError(f"{path}: {where[i]}: {column} = {v!r} is not a number") from None
+        raise
 
 
 def completed(cols: Columns) -> tuple[Columns, dict[str, int]]:

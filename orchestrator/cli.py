@@ -73,8 +73,8 @@ def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts) -> i
 def run_cmd(args: argparse.Namespace) -> int:
     from orchestrator.manifest import write_manifest
 
-    tuned = tuned_for_spec(args.spec, args.results)
     try:
+        tuned = tuned_for_spec(args.spec, args.results)
         sweep = load_spec(args.spec, tuned=tuned)
     except SpecError as e:
         elsewhere = all(": data.corpus: " in line or '"tuned" needs tuning results' in line for line in e.errors)

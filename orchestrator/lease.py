@@ -80,9 +80,14 @@ def _write(path: str, lease: Lease) -> None:
     # The "." prefix keeps temp files out of listings of *.json leases.
     tmp = os.path.join(os.path.dirname(path), f".{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(lease), f)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(lease), f)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk: a heartbeat every ttl_s/4 must not leave a temp file each time
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(e.errno, f"{e.strerror} (writing the lease '{path}')") from e
 
 
 def owner_alive(owner: str) -> bool:

@@ -14,6 +14,7 @@ import difflib
 import itertools
 import json
 import math
+import sys
 import types
 import typing
 
@@ -27,7 +28,7 @@ from orchestrator.expand import AXES, MODEL_AXES, WSD_BRANCHES, base_model, expa
 from orchestrator.ladder import LADDER
 from orchestrator.sweep import CPU_FLOPS_PER_S, GPU_FLOPS_PER_S, Sweep, SweepTrial, TuneConfig
 from records.layout import check_name
-from records.tuning import TUNED, read_tuned
+from records.tuning import TUNED, TunedFileError, read_tuned
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
 from tiedattn.model import ModelConfig
@@ -371,12 +372,31 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s, tune)
 
 
+def _uses_tuning(raw: object) -> bool:
+    """Whether a raw spec has lr = "tuned" anywhere (a [train] value or a grid axis)."""
+    if isinstance(raw, dict):
+        return any(
+            (k == "lr" and TUNED in (v if isinstance(v, list) else [v])) or _uses_tuning(v) for k, v in raw.items()
+        )
+    return isinstance(raw, list) and any(_uses_tuning(v) for v in raw)
+
+
 def tuned_for_spec(spec_path: str, results_dir: str) -> dict | None:
     """records.tuning.read_tuned for the sweep a spec names, read before the spec is validated
-    (load_spec needs it for lr = "tuned")."""
+    (load_spec needs it for lr = "tuned"). A damaged lr.json is ignored, with a warning, by a spec
+    that does not use tuned rates; for one that does it is a SpecError naming the file."""
     try:
         with open(spec_path, "rb") as f:
-            name = tomllib.load(f).get("name")
+            raw = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError):
         return None  # load_spec reports it
-    return read_tuned(results_dir, name) if isinstance(name, str) and "/" not in name else None
+    name = raw.get("name")
+    if not isinstance(name, str) or "/" in name:
+        return None
+    try:
+        return read_tuned(results_dir, name)
+    except TunedFileError as e:
+        if _uses_tuning(raw):
+            raise SpecError([f'{spec_path}: train.lr: "{TUNED}" needs {e}']) from None
+        print(f"warning: {e} (ignored: {spec_path} does not use tuned rates)", file=sys.stderr)
+        return None

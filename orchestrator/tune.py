@@ -33,7 +33,7 @@ import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from orchestrator.execute import Paths, execute
@@ -76,7 +76,56 @@ def fit_rule(points: list[tuple[int, float]], bounds: tuple[float, float] | None
     return rule
 
 
+def repair_journal(path: str) -> int:
+    """Drop torn records from an Optuna journal; return how many bytes were dropped (0: it was whole).
+
+    A writer killed mid-append (or a full disk) leaves a last line without its newline; Optuna skips
+    it on read, but the next append is glued onto it, and from then on every read of the study fails
+    ("Invalid log format"). Under the journal's own lock, each line must end in a newline and parse
+    as JSON; a glued line keeps its last complete record, a torn one is dropped, with a warning."""
+    lock = JournalFileSymlinkLock(path)
+    lock.acquire()  # a lock left by a killed writer is forced open after Optuna's 30 s grace period
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        kept = [_record(line) for line in raw.splitlines(keepends=True)]
+        dropped = len(raw) - sum(map(len, kept))
+        if dropped:
+            _write_bytes(path, b"".join(kept))
+            stderr_log(f"warning: {path}: dropped {dropped} bytes of torn records (a writer killed mid-write)")
+        return dropped
+    finally:
+        lock.release()
+
+
+def _record(line: bytes) -> bytes:
+    """The complete record in a journal line: the line, the record glued after a torn one, or b""."""
+    if line.endswith(b"\n"):
+        for candidate in (line, line[max(0, line.rfind(b'{"op_code"')) :]):
+            try:
+                json.loads(candidate)
+                return candidate
+            except ValueError:
+                pass
+    return b""
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _storage(path: str) -> JournalStorage:
+    if os.path.exists(path):
+        repair_journal(path)
     return JournalStorage(JournalFileBackend(path))
 
 
@@ -312,10 +361,7 @@ def plan(sweep: Sweep, results_dir: str, n_trials: int | None = None) -> str:
 
 
 def _write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, path)
+    _write_bytes(path, json.dumps(doc, indent=2).encode())
 
 
 def tuning_status(results_dir: str, sweep: str) -> list[dict] | None:

@@ -102,6 +102,7 @@ TRIALS_SCHEMA = pa.schema(
         _col("wall_s", pa.float64()),
         _col("steps", pa.int64(), "optimizer steps taken, counting any before a resume"),
         _col("resumed_from_step", pa.int64(), "checkpoint step this attempt resumed from; null if fresh"),
+        _col("checkpoint_recovered", pa.string(), "an unreadable checkpoint was set aside: what and what from"),
         _col("host", pa.string()),
         _col("device", pa.string(), "cpu (fp32) or cuda (bf16 autocast): the precision the trial trained in"),
         _col("git_sha", pa.string()),

@@ -34,15 +34,47 @@ def tuned_sweeps(results_dir: str) -> list[str]:
     return sorted(n for n in names if os.path.exists(journal_path(results_dir, n)))
 
 
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _shape_error(doc: object) -> str | None:
+    """What in a parsed lr.json is not what `tiedsweep tune` writes (a hand edit, another version), or None."""
+    if not isinstance(doc, dict):
+        return f"expected an object of variants, got {type(doc).__name__}"
+    for variant, entry in doc.items():
+        sizes = entry.get("sizes") if isinstance(entry, dict) else None
+        if not isinstance(sizes, dict):
+            return f"{variant}: expected an object with 'sizes'"
+        for label, size in sizes.items():
+            if not isinstance(size, dict) or not (_number(size.get("lr")) and size["lr"] > 0):
+                return f"{variant}.sizes.{label}.lr: expected a positive number"
+        rule = entry.get("rule")
+        if rule is not None and not (isinstance(rule, dict) and _number(rule.get("log_c")) and _number(rule.get("p"))):
+            return f"{variant}.rule: expected numbers log_c and p"
+    return None
+
+
+class TunedFileError(ValueError):
+    """lr.json exists but cannot be used; the message names the file."""
+
+
 def read_tuned(results_dir: str, sweep: str) -> dict | None:
-    """The parsed DIR/tuning/<sweep>/lr.json, or None if there is none (or DIR is an object store)."""
+    """The parsed DIR/tuning/<sweep>/lr.json, or None if there is none (or DIR is an object store).
+    TunedFileError if it is unreadable or not shaped as `tiedsweep tune` writes it."""
     if not is_local(results_dir):
         return None
+    path = lr_path(results_dir, sweep)
     try:
-        with open(lr_path(results_dir, sweep)) as f:
-            return json.load(f)
+        with open(path) as f:
+            doc = json.load(f)
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise TunedFileError(f"{path}: unreadable ({e}); run tiedsweep tune again to rewrite it") from None
+    if problem := _shape_error(doc):
+        raise TunedFileError(f"{path}: {problem}; run tiedsweep tune again to rewrite it")
+    return doc
 
 
 def tuned_lr(lrs: dict, variant: str, shape_id: str, n: int) -> float:

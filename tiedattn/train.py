@@ -8,10 +8,14 @@ position is its step, and a resumed run replays exactly the run that was never s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import time
+import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -161,11 +165,80 @@ def _optimizer(model: GPT, cfg: TrainConfig, fused: bool) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
 
 
-def _save(path: str, state: dict) -> None:
-    """torch.save to a temp file in the same folder, then rename: a reader never sees half a file."""
+def _digest(obj, crc: int = 0) -> int:
+    """CRC32 of a checkpoint's content (tensor bytes and every other value, in order). torch.load
+    catches a truncated file (no zip directory) but not flipped bytes inside a tensor: this does."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        return zlib.crc32(t.view(torch.uint8).numpy(), zlib.crc32(f"{t.dtype}{tuple(obj.shape)}".encode(), crc))
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            crc = _digest(v, zlib.crc32(repr(k).encode(), crc))
+        return crc
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            crc = _digest(v, crc)
+        return crc
+    return zlib.crc32(repr(obj).encode(), crc)
+
+
+def _previous(path: str) -> str:
+    return path.removesuffix(".pt") + ".prev.pt"
+
+
+def _save(path: str, state: dict, keep_previous: bool = False) -> None:
+    """torch.save to a temp file in the same folder, then rename: a reader never sees half a file.
+    The file carries a digest of its content (verified by _load); keep_previous moves the last good
+    file to <name>.prev.pt first, the fallback when this one turns out unreadable. On any error
+    (a full disk) the temp file is removed, so a failure never leaves the space it took behind."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({**state, "digest": _digest(state)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and os.path.exists(path):
+            os.replace(path, _previous(path))
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, Exception):  # torch may hide ENOSPC behind its own message: say what is free
+            free = shutil.disk_usage(os.path.dirname(path) or ".").free
+            raise OSError(f"cannot write checkpoint '{path}' ({free:,} bytes free there): {e}") from e
+        raise
+
+
+def _load(path: str) -> dict:
+    """A checkpoint written by _save, on the CPU; ValueError naming the file if it is unreadable or
+    its content does not match its digest (files without a digest predate it and are trusted)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, pickle errors, EOFError... for a bad file
+        raise ValueError(f"checkpoint '{path}' is unreadable: {str(e).splitlines()[0][:200]}") from e
+    digest = saved.pop("digest", None) if isinstance(saved, dict) else None
+    if not isinstance(saved, dict) or (digest is not None and digest != _digest(saved)):
+        raise ValueError(f"checkpoint '{path}' is corrupt: its content does not match its digest")
+    return saved
+
+
+def _resume(ckpt: str | None, init_from: str | None) -> tuple[dict | None, str | None, str | None]:
+    """(checkpoint state or None, the file it came from, what was recovered or None). The trial's own
+    checkpoint first, then the one before it, then init_from (a branch's trunk) or a fresh start. A bad
+    file is renamed <name>.bad, so a later save never rotates it into the fallback slot."""
+    problems = []
+    for path in [ckpt, _previous(ckpt)] if ckpt else []:
+        if os.path.exists(path):
+            try:
+                saved = _load(path)
+            except ValueError as e:
+                problems.append(str(e))
+                os.replace(path, path + ".bad")
+                continue
+            return saved, path, "; ".join([*problems, f"resumed from '{path}'"]) if problems else None
+    saved = _load(init_from) if init_from else None  # a bad trunk checkpoint fails the branch, naming it
+    restart = f"restarted from '{init_from}'" if init_from else "restarted from step 0"
+    return saved, init_from, "; ".join([*problems, restart]) if problems else None
 
 
 @torch.no_grad()
@@ -225,12 +298,13 @@ def train(
     ckpt = os.path.join(trial.workdir, "checkpoint.pt") if trial.workdir else None
     if trial.workdir:
         os.makedirs(trial.workdir, exist_ok=True)
-    source = ckpt if ckpt and os.path.exists(ckpt) else trial.init_from
-    if source:
-        saved = torch.load(source, map_location=device, weights_only=True)
+    saved, source, recovered = _resume(ckpt, trial.init_from)
+    if recovered:
+        warnings.warn(f"trial {trial.workdir}: {recovered}", stacklevel=2)
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng_cpu"].cpu())  # map_location moved it to the device
+        torch.set_rng_state(saved["rng_cpu"])
         state.update(saved["state"])
         if source == trial.init_from:  # a branch keeps the trunk's step and history, not its clock
             state.update(wall_s=0.0, evals=[e for e in state["evals"] if e["step"] <= state["step"]])
@@ -248,6 +322,7 @@ def train(
                     "rng_cpu": torch.get_rng_state(),
                     "state": {**state, "wall_s": wall},
                 },
+                keep_previous=path == ckpt,
             )
 
     status, error, last_ckpt = "completed", None, time.time()
@@ -342,6 +417,7 @@ def train(
         "final_val_loss": last["val_loss"] if last else math.nan,
         "steps": state["step"],
         "resumed_from_step": state["resumed_from"],
+        "checkpoint_recovered": recovered,
         "tokens_per_s": (state["step"] - start_step) * tokens_per_step / max(seg_s, 1e-9),
         "wall_s": state["wall_s"] + (time.time() - t_start),
         "corpus_fingerprint": data.fingerprint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 
@@ -21,7 +22,7 @@ def submit_job(address: str, entrypoint: list[str], runtime_env: dict, job_id: s
     while True:
         try:
             client = JobSubmissionClient(address)
-            job = client.submit_job(entrypoint=" ".join(entrypoint), runtime_env=runtime_env,
+            job = client.submit_job(entrypoint=shlex.join(entrypoint), runtime_env=runtime_env,
                                     submission_id=job_id, metadata=metadata)  # fmt: skip
             break
         except Exception as e:

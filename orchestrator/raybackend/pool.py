@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 import ray
+from ray._private import ray_constants
 
 from orchestrator.pool import SchedulingError, Task
 
@@ -27,6 +28,11 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         if address is None:  # workers of the embedded Ray share this machine's token cache
             env = {k: os.environ[k] for k in ("TIEDSWEEP_CACHE",) if k in os.environ}
             runtime_env = {"env_vars": env} if env else None
+            # Loopback only (README: security). Ray binds its servers to 127.0.0.1 alone only when the
+            # node IP is 127.0.0.1, which Linux Ray replaces by the host's address unless its
+            # single-machine switch is set: here (read at import) and in the processes it starts.
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+            ray_constants.ENABLE_RAY_CLUSTER = False
             ray.init(
                 address="local",  # always a new cluster, never one a previous `ray start` left in /tmp/ray
                 num_cpus=num_cpus,
