@@ -71,7 +71,7 @@ def test_sizes_that_differ_only_in_d_ff_are_different_cells(tmp_path):
     cols |= {"sweep": np.full(len(rows), "ax"), "M": cols["tokens_per_param"], "N": np.ones(len(rows))}
     cols |= {"D": np.ones(len(rows)), "loss": np.where(cols["variant"] == "baseline", 2.0, 2.2)}
     pairs = pair(cols, "tied_kv")
-    assert pairs.gap.size == 4 and pairs.averaged == () and pairs.gap == pytest.approx(0.1)
+    assert pairs.gap.size == 4 and pairs.chose == () and pairs.gap == pytest.approx(0.1)
 
 
 def test_d_ff_is_a_grid_axis(tmp_path):
