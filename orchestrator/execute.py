@@ -89,7 +89,12 @@ def execute(st: SweepTrial, attempt: int, paths: Paths, threads: int | None = No
                 f"corpus: on {socket.gethostname()} its fingerprint is {here}, the sweep's is "
                 f"{st.corpus_fingerprint}: not the same data"
             )
-        result = train(trial, stop=_stopper(paths), progress=progress)
+        if st.workers > 1:  # Ray Train, one worker per rank (orchestrator/raybackend/ddp.py); progress: in its logs
+            from orchestrator.raybackend.ddp import train_ddp
+
+            result = train_ddp(trial, st.workers, cpus=st.cpus, gpus=st.gpus, stop=_stopper(paths))
+        else:
+            result = train(trial, stop=_stopper(paths), progress=progress)
         summary = {k: v for k, v in result.summary.items() if k != "status"}
         row.update(summary, status=result.status)
         row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")

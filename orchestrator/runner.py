@@ -174,7 +174,8 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     # the next trial at once (the driver's bookkeeping between trials reads the results: ~0.5 s per
     # 500 files). A trial holds its lease only from then on, so a second driver on the same results
     # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
-    cap = opts.max_concurrent or 1 + max((cluster_slots(st.cpus, st.gpus) for st in todo), default=1)
+    slots = (cluster_slots(st.cpus * st.workers, st.gpus * st.workers) for st in todo)  # a trial's workers together
+    cap = opts.max_concurrent or 1 + max(slots, default=1)
     in_flight: dict = {}  # ObjectRef -> (SweepTrial, attempt)
 
     def submit(st: SweepTrial, attempt: int) -> None:
@@ -183,8 +184,8 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
             shutil.rmtree(workdir, ignore_errors=True)
         paths = Paths(workdir, os.path.join(logs, f"{st.trial_id}.log") if logs else None, stop_file)
         ref = _trial_task.options(
-            num_cpus=st.cpus,
-            num_gpus=st.gpus,
+            num_cpus=st.cpus if st.workers == 1 else 0,  # workers > 1: Ray Train's workers hold the resources
+            num_gpus=st.gpus if st.workers == 1 else 0,
             max_retries=opts.max_retries,
             retry_exceptions=False,
             name=f"{sweep}/{st.trial_id}",

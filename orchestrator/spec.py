@@ -42,7 +42,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     | {"grad_clip": float, "n_evals": int, "eval_tokens": int, "checkpoint_every_s": float, "compile": bool}
     | {"seed": int},
     "budget": {"tokens_basis": str, "n_basis": str, "match": str},
-    "resources": {"cpus": float, "gpus": float, "flops_per_s": float},
+    "resources": {"cpus": float, "gpus": float, "flops_per_s": float, "workers": int, "workers_from_flops": float},
     "tune": {"sizes": list, "tokens_per_param": float, "n_trials": int, "lr_min": float, "lr_max": float}
     | {"warmup": bool, "seed": int, "parallel": int},
 }
@@ -55,7 +55,8 @@ _AXIS_DEFAULT = {"seq_len": "model", "pos": "model", "seed": "train", "lr": "tra
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
 _TOML_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
 _TOML_NAMES[list] = "a list"
-RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")  # never change a result
+# TrainConfig fields that never change a result: not in the id
+RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads", "peak_tflops")
 CPU_FLOPS_PER_S = 3e10  # per 1-thread CPU trial: the demo sweep did 1.22e13 FLOPs in ~190 s on 2 slots
 GPU_FLOPS_PER_S = 4e14  # per GPU: ~40% MFU of an H100 in bf16
 
@@ -83,6 +84,7 @@ class SweepTrial:
     role: str = "trial"  # "trial" | "trunk" (WSD stable phase) | "branch" (a WSD cooldown off a trunk)
     depends_on: str | None = None  # branch: its trunk's trial_id
     branch_step: int | None = None  # branch: the trunk step it starts from (branch-<step>.pt)
+    workers: int = 1  # data-parallel Ray Train workers, each with cpus and gpus; not in the id (same result)
 
     def row(self) -> dict:
         """The config columns of this trial's results row (orchestrator.results.TRIALS_SCHEMA)."""
@@ -387,6 +389,9 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         errs.add("resources.cpus", f"must be > 0, got {cpus:g}")
     if gpus < 0:
         errs.add("resources.gpus", f"must be >= 0 (fractions such as 0.25 share a GPU), got {gpus:g}")
+    workers, workers_from = res.get("workers", 1), res.get("workers_from_flops", 0.0)
+    if workers < 1:
+        errs.add("resources.workers", f"must be >= 1 (data-parallel workers per trial), got {workers}")
     flops_per_s = res.get("flops_per_s", GPU_FLOPS_PER_S * gpus if gpus > 0 else CPU_FLOPS_PER_S)
     if flops_per_s <= 0:
         errs.add("resources.flops_per_s", f"must be > 0, got {flops_per_s:g}")
@@ -422,6 +427,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     from orchestrator.branches import plan_branches  # branches.py builds on this module
 
     trials = plan_branches(trials)  # schedule = "wsd-branches": one trunk + a cooldown branch per budget
+    trials = [dataclasses.replace(t, workers=workers) if t.flops >= workers_from else t for t in trials]
     seen: dict[str, SweepTrial] = {}
     for t in trials:
         if t.trial_id in seen:  # e.g. two size names for one shape

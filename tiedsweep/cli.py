@@ -21,7 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (tiedattn_cli, orchestrator_cli, analysis_cli):
         module.register(sub)
+    sub.choices["train"].set_defaults(run_workers=_train_workers)
     return parser
+
+
+def _train_workers(trial, workers: int, progress=None):
+    """`tiedsweep train --workers N`: the trial on N Ray Train workers (orchestrator/raybackend/ddp.py)."""
+    from orchestrator.raybackend.ddp import train_ddp
+
+    return train_ddp(trial, workers, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,6 +67,7 @@ def train_ddp(
         ray.init(include_dashboard=False, log_to_driver=False)
     scratch = None if trial.workdir else tempfile.mkdtemp(prefix="tiedsweep-ddp-")
     workdir = os.path.abspath(trial.workdir or scratch)
+    per_worker = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
     try:
         trainer = TorchTrainer(
             _loop,
@@ -78,9 +79,7 @@ def train_ddp(
                 "progress": progress,
             },
             torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
-            scaling_config=ScalingConfig(
-                num_workers=workers, use_gpu=gpus > 0, resources_per_worker={"CPU": cpus} | ({"GPU": gpus} if gpus else {})
-            ),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
             run_config=RunConfig(
                 name="ray-train",
                 storage_path=workdir,
