@@ -76,17 +76,19 @@ class TrainConfig:
 
 # torch.compile: (one-off compile seconds, steady speedup). CPU measured here: d=64 L=2 trains 1.46x
 # faster after ~40 s of compiling on 2 busy cores; CUDA: a conservative guess until bench/gpu_check.py
-# measures it. The policy compiles when the eager time it would save is twice the compile time.
+# measures it. The policy compiles when the eager time it would save is 4x the nominal compile time:
+# on cores shared with other jobs compiling takes several times longer (a 74-step d=64 run compiled
+# under the 2x rule here and took 638 s where eager takes ~300 s).
 _COMPILE_COST = {"cpu": (40.0, 1.46), "cuda": (60.0, 1.3)}
 _PROBE_STEPS = 5  # eager steps timed (after the first, which warms up) before deciding to compile
 _READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between host reads of the loss: a per-step .item() stalls a GPU
 
 
 def compile_pays(eager_s_left: float, cuda: bool) -> bool:
-    """Compile when eager_s_left * (1 - 1/speedup) > 2 * compile_s (_COMPILE_COST): on CPU, when
-    more than ~4 min of eager training remain."""
+    """Compile when eager_s_left * (1 - 1/speedup) > 4 * compile_s (_COMPILE_COST): on CPU, when
+    more than ~8.5 min of eager training remain."""
     compile_s, speedup = _COMPILE_COST["cuda" if cuda else "cpu"]
-    return eager_s_left * (1 - 1 / speedup) > 2 * compile_s
+    return eager_s_left * (1 - 1 / speedup) > 4 * compile_s
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,10 @@ def train(
             if cuda:
                 torch.cuda.synchronize()
             eager_s_left = (time.time() - probe_t0) / _PROBE_STEPS * (steps - step)
-            if compile_pays(eager_s_left, cuda):
+            pays = torch.tensor(float(compile_pays(eager_s_left, cuda)), device=device)
+            if world > 1:
+                dist.broadcast(pays, 0)  # every rank compiles, or none
+            if pays.item():
                 step_fn, state["compiled"] = torch.compile(wrapped), True
         lr = lr_at(step, steps, tcfg, T)
         for group in optimizer.param_groups:
