@@ -340,6 +340,47 @@ def _tokenize(cfg: DataConfig, sources: list[_Source], tok: Tokenizer, eot: int,
     _atomic_write(Path(f"{prefix}.json"), json.dumps(meta).encode())  # written last: marks the cache done
 
 
+def shard_plan(cfg: DataConfig) -> tuple[str, list[_Source]]:
+    """(fingerprint, files in stream order) for tokenizing cfg's corpus one file per shard."""
+    if cfg.max_bytes is not None:
+        raise DataError("max_bytes: a sharded corpus is tokenized whole; choose its files instead")
+    sources = _check(cfg)
+    return _fingerprint(cfg, sources), _file_order(cfg, sources)
+
+
+def make_tokenizer(cfg: DataConfig, sources: list[_Source]) -> str:
+    """The tokenizer JSON: BPE trained on the sample prepare_data trains on, or cfg.tokenizer's file."""
+    if cfg.tokenizer == "bpe":
+        return _train_bpe(cfg, sources).to_str()
+    _open_tokenizer(cfg.tokenizer)
+    return Path(cfg.tokenizer).expanduser().read_text()
+
+
+def tokenizer_info(path: str | Path) -> dict:
+    """vocab_size, eot_id and the token dtype of a tokenizer.json."""
+    tok, eot = _open_tokenizer(path)
+    return {"vocab_size": tok.get_vocab_size(), "eot_id": eot, "dtype": _token_dtype(tok.get_vocab_size()).name}
+
+
+def tokenize_file(cfg: DataConfig, source: tuple[str, str, str], tokenizer: str | Path, prefix: str) -> dict:
+    """One source file (path, rel, kind as shard_plan lists it) -> prefix.train.bin and prefix.val.bin,
+    split as prepare_data splits; returns the token and document counts."""
+    src = _Source(*source)
+    tok, eot = _open_tokenizer(tokenizer)
+    train, val = _Sink(Path(f"{prefix}.train.bin")), _Sink(Path(f"{prefix}.val.bin"))
+    try:
+        _encode(_source_documents(cfg, src), tok, eot, train, val)
+        train.commit()
+        val.commit()
+    finally:
+        for sink in (train, val):
+            sink.file.close()
+            Path(sink.tmp).unlink(missing_ok=True)
+    itemsize = _token_dtype(tok.get_vocab_size()).itemsize
+    counts = {f"{s}_tokens": os.path.getsize(f"{prefix}.{s}.bin") // itemsize for s in ("train", "val")}
+    return counts | {"train_docs": train.n_docs, "val_docs": val.n_docs}
+
+
 def _prefix(cache: Path, fp: str, tok_path: Path) -> str:
     return f"{cache / fp}-{_file_hash(tok_path)[:8]}"  # an edited tokenizer.json never reuses old ids
 
