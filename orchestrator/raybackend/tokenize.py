@@ -42,8 +42,9 @@ class _TokenizeFiles:
         return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
-def tokenize(cfg: DataConfig, out: str, workers: int = 2) -> dict:
-    """Tokenize cfg's corpus into out/ with `workers` Ray Data actors; returns the manifest."""
+def tokenize(cfg: DataConfig, out: str, workers: int = 2, address: str | None = None) -> dict:
+    """Tokenize cfg's corpus into out/ with `workers` Ray Data actors (on the cluster at `address`, else
+    the Ray already initialised or a local one); returns the manifest."""
     fingerprint, sources = shard_plan(cfg)
     root = Path(out).expanduser().resolve()
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def tokenize(cfg: DataConfig, out: str, workers: int = 2) -> dict:
     tmp.write_text(make_tokenizer(cfg, sources))
     os.replace(tmp, root / "tokenizer.json")
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
     items = [{"shard": i, "path": s.path, "rel": s.rel, "kind": s.kind} for i, s in enumerate(sources)]
     counts = (
         ray.data.from_items(items, override_num_blocks=len(items))
