@@ -40,7 +40,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "train": {"batch_size": int, "lr": float, "schedule": str, "warmup_frac": float, "warmup_tokens": int}
     | {"min_lr_frac": float, "cooldown_frac": float, "cooldown_shape": str, "weight_decay": float}
     | {"grad_clip": float, "n_evals": int, "eval_tokens": int, "checkpoint_every_s": float, "compile": bool}
-    | {"seed": int},
+    | {"seed": int, "peak_tflops": float},
     "budget": {"tokens_basis": str, "n_basis": str, "match": str},
     "resources": {"cpus": float, "gpus": float, "flops_per_s": float, "workers": int, "workers_from_flops": float},
     "tune": {"sizes": list, "tokens_per_param": float, "n_trials": int, "lr_min": float, "lr_max": float}
