@@ -76,19 +76,21 @@ class TrainConfig:
 
 # torch.compile: (one-off compile seconds, steady speedup). CPU measured here: d=64 L=2 trains 1.46x
 # faster after ~40 s of compiling on 2 busy cores; CUDA: a conservative guess until bench/gpu_check.py
-# measures it. The policy compiles when the eager time it would save is 4x the nominal compile time:
-# on cores shared with other jobs compiling takes several times longer (a 74-step d=64 run compiled
-# under the 2x rule here and took 638 s where eager takes ~300 s).
+# measures it. The policy compiles when the eager time it would save is twice the compile time. On
+# CPU the eager time left is at most what idle cores would take (_CPU_FLOPS_PER_THREAD): cores busy
+# with other jobs slow compiling as much as training (under load 12 on 2 cores, a 74-step d=64 run
+# timed at 5 s a step compiled by its measured time and took 400 s in all).
 _COMPILE_COST = {"cpu": (40.0, 1.46), "cuda": (60.0, 1.3)}
+_CPU_FLOPS_PER_THREAD = 3e10  # training FLOP/s of one idle core (the demo sweep: ~3.2e10)
 _PROBE_STEPS = 5  # eager steps timed (after the first, which warms up) before deciding to compile
 _READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between host reads of the loss: a per-step .item() stalls a GPU
 
 
 def compile_pays(eager_s_left: float, cuda: bool) -> bool:
-    """Compile when eager_s_left * (1 - 1/speedup) > 4 * compile_s (_COMPILE_COST): on CPU, when
-    more than ~8.5 min of eager training remain."""
+    """Compile when eager_s_left * (1 - 1/speedup) > 2 * compile_s (_COMPILE_COST): on CPU, when
+    more than ~4 min of eager training remain."""
     compile_s, speedup = _COMPILE_COST["cuda" if cuda else "cpu"]
-    return eager_s_left * (1 - 1 / speedup) > 4 * compile_s
+    return eager_s_left * (1 - 1 / speedup) > 2 * compile_s
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,9 @@ def train(
             if cuda:
                 torch.cuda.synchronize()
             eager_s_left = (time.time() - probe_t0) / _PROBE_STEPS * (steps - step)
+            if not cuda:
+                idle_rate = _CPU_FLOPS_PER_THREAD * torch.get_num_threads() * world
+                eager_s_left = min(eager_s_left, flops_per_token * tokens_per_step * (steps - step) / idle_rate)
             pays = torch.tensor(float(compile_pays(eager_s_left, cuda)), device=device)
             if world > 1:
                 dist.broadcast(pays, 0)  # every rank compiles, or none

@@ -64,7 +64,7 @@ def train_ddp(
     if trial.train.batch_size % workers:
         raise ValueError(f"batch_size: {trial.train.batch_size} does not split evenly over {workers} workers")
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)  # never another user's Ray
     scratch = None if trial.workdir else tempfile.mkdtemp(prefix="tiedsweep-ddp-")
     workdir = os.path.abspath(trial.workdir or scratch)
     per_worker = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})

@@ -53,7 +53,8 @@ def tokenize(cfg: DataConfig, out: str, workers: int = 2, address: str | None = 
     tmp.write_text(make_tokenizer(cfg, sources))
     os.replace(tmp, root / "tokenizer.json")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        # "local": a fresh Ray here, never one that another process started on this machine
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     items = [{"shard": i, "path": s.path, "rel": s.rel, "kind": s.kind} for i, s in enumerate(sources)]
     counts = (
         ray.data.from_items(items, override_num_blocks=len(items))
