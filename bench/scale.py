@@ -106,7 +106,7 @@ def main() -> None:
     p.add_argument("--parts", default="ddp,tokenize,compile")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     parts = {"ddp": ddp, "tokenize": tokenization, "compile": compiled_vs_eager}
     out = {}
     for name in args.parts.split(","):
