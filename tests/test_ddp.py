@@ -45,3 +45,21 @@ def test_two_workers_match_one_and_a_killed_worker_resumes_exactly(tiny_data, lo
     assert resumed.status == "completed" and resumed.summary["resumed_from_step"] == 16
     assert resumed.summary["final_val_loss"] == pytest.approx(two.summary["final_val_loss"], abs=1e-6)
     assert [e["val_loss"] for e in resumed.evals] == pytest.approx([e["val_loss"] for e in two.evals], abs=1e-6)
+
+
+def test_sweep_trial_with_two_workers(local_ray, cache_dir, tmp_path):
+    """[resources] workers = 2: the runner hands the trial to Ray Train; same id as with 1 worker."""
+    from orchestrator.results import read_trials
+    from orchestrator.spec import load_spec
+    from tests.test_orchestrator import write_spec
+    from tiedsweep.cli import main
+
+    one = write_spec(tmp_path / "one.toml", cache_dir, name="w", variants=("Q-K=V",), multipliers=(10,))
+    two = tmp_path / "two.toml"
+    two.write_text(one.read_text().replace("cpus = 1\n", "cpus = 1\nworkers = 2\n"))
+    (st,) = load_spec(str(two)).trials
+    assert st.workers == 2 and st.trial_id == load_spec(str(one)).trials[0].trial_id
+    assert main(["run", str(two), "--results", str(tmp_path / "results"), "--quiet"]) == 0
+    (row,) = read_trials(str(tmp_path / "results"), "w").to_pylist()
+    assert row["status"] == "completed" and row["workers"] == 2 and row["trial_id"] == st.trial_id
+    assert row["flops_per_s"] > 0 and row["mfu"] is None and row["compiled"] is False
