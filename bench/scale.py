@@ -83,9 +83,9 @@ def tokenization() -> dict:
     return out
 
 
-def compiled_vs_eager(steps: int = 40, after: int = 10) -> dict:
+def compiled_vs_eager(shapes: str = "t1,t2,t3,t4", steps: int = 40, after: int = 10) -> dict:
     out = {}
-    for size in ("t1", "t2", "t3", "t4"):
+    for size in shapes.split(","):
         row = {}
         for mode in ("eager", "compiled"):
             times = [time.time()]
@@ -98,16 +98,18 @@ def compiled_vs_eager(steps: int = 40, after: int = 10) -> dict:
         row["speedup"] = row["compiled"]["tokens_per_s"] / row["eager"]["tokens_per_s"]
         row["compile_s"] = row["compiled"]["first_step_s"] - row["eager"]["first_step_s"]
         out[size] = row
+        print(json.dumps({size: row}), file=sys.stderr, flush=True)  # a shape at a time: compiling is slow
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", default="ddp,tokenize,compile")
+    p.add_argument("--shapes", default="t1,t2,t3,t4", help="compile: ladder shapes")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    parts = {"ddp": ddp, "tokenize": tokenization, "compile": compiled_vs_eager}
+    parts = {"ddp": ddp, "tokenize": tokenization, "compile": lambda: compiled_vs_eager(args.shapes)}
     out = {}
     for name in args.parts.split(","):
         t0 = time.time()
