@@ -26,8 +26,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ray
-
 from orchestrator.ladder import LADDER
 from orchestrator.raybackend.ddp import train_ddp
 from orchestrator.raybackend.tokenize import tokenize
@@ -108,7 +106,6 @@ def main() -> None:
     p.add_argument("--shapes", default="t1,t2,t3,t4", help="compile: ladder shapes")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     parts = {"ddp": ddp, "tokenize": tokenization, "compile": lambda: compiled_vs_eager(args.shapes)}
     out = {}
     for name in args.parts.split(","):
