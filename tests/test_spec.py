@@ -70,7 +70,9 @@ def test_overtrain_spec_loads_without_its_corpus():
     assert {r["tokens_per_param"] for r in rows} >= {1.0, 1000.0}
     assert {r["seq_len"] for r in rows} == {1024} and len({r["seed"] for r in rows}) == 3
     assert sweep.gpus > 0 and all(r["vocab_size"] == 32768 and r["corpus_fingerprint"] is None for r in rows)
-    with pytest.raises(SpecError, match=r"overtrain.toml: data.corpus: glob .* matches no files"):
+    big = {t.trial_id for t in sweep.trials if t.flops >= 1e20}  # 300M x 300 and x 1000, 150M x 1000
+    assert len(big) == 6 * 3 * 3 and all(t.workers == (8 if t.trial_id in big else 1) for t in sweep.trials)
+    with pytest.raises(SpecError, match=r"overtrain.toml: data.corpus: no manifest.json in '/data/fineweb-bpe32k'"):
         load_spec(str(SWEEPS / "overtrain.toml"), untuned_ok=True)
 
 
@@ -217,4 +219,4 @@ def test_dry_run_table(tmp_path):
     warnings = [line for line in text.splitlines() if line.startswith("warning:")]
     assert repeats and len(warnings) == len(repeats) and all("repeats data" in w for w in warnings)
     unknown = dry_run_table(sweep, train_tokens=None)
-    assert "warning" not in unknown and all(line.split()[-3] == "?" for line in unknown.splitlines() if ID.match(line))
+    assert "warning" not in unknown and all(line.split()[-4] == "?" for line in unknown.splitlines() if ID.match(line))
