@@ -141,7 +141,8 @@ class _SweepRun:
         self.running[st.trial_id] = (st, attempt)
         args = (st, attempt, paths, max(1, int(st.cpus)))
         # workers > 1: the pool runs it on that many data-parallel workers of (cpus, gpus) each (Pool: Task.workers)
-        return Task(st.trial_id, execute, args, st.cpus, st.gpus, name=f"{self.sweep}/{st.trial_id}", workers=st.workers)
+        name = f"{self.sweep}/{st.trial_id}"
+        return Task(st.trial_id, execute, args, st.cpus, st.gpus, name=name, workers=st.workers)
 
     def done(self, key: str, ok: bool, value) -> None:
         st, attempt = self.running.pop(key)

@@ -10,8 +10,8 @@ import os
 import pytest
 
 from orchestrator.raybackend.ddp import train_ddp
-from records.store import read_trials
 from orchestrator.spec import load_spec
+from records.store import read_trials
 from tests.test_orchestrator import write_spec
 from tiedattn.train import eval_steps, train
 from tiedsweep.cli import main

@@ -88,6 +88,15 @@ def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
     runtime = BASE.replace("[data]\n", "[data]\ncache_dir = 'elsewhere'\n")
     runtime += "[train]\ncheckpoint_every_s = 5.0\ncompile = true\n"
     assert [t.trial_id for t in _load(tmp_path, runtime).trials] == first
+    # so are the device peak and data-parallel workers, which go to the trials of >= workers_from_flops only
+    flops = sorted(t.flops for t in _load(tmp_path, BASE).trials)
+    scaled = runtime.replace("compile = true\n", "compile = true\npeak_tflops = 989.0\n")
+    scaled += f"[resources]\nworkers = 2\nworkers_from_flops = {flops[len(flops) // 2]!r}\n"
+    sweep = _load(tmp_path, scaled)
+    assert [t.trial_id for t in sweep.trials] == first and {t.workers for t in sweep.trials} == {1, 2}
+    assert all((t.workers == 2) == (t.flops >= flops[len(flops) // 2]) for t in sweep.trials)
+    errors = _errors(tmp_path, BASE + "[resources]\nworkers = 3\n")
+    assert any("resources.workers" in e and "split" in e for e in errors), errors
     for change in ("[train]\nweight_decay = 0.0\n", "[model]\nnorm = 'rmsnorm'\n"):
         assert not set(first) & {t.trial_id for t in _load(tmp_path, BASE + change).trials}
     other_data = BASE.replace("1_500_000", "1_000_000")  # another token stream, another fingerprint
