@@ -1,4 +1,4 @@
-"""`tiedsweep run | submit | resume | status | compact | tune`: the sweep's life cycle on the command line.
+"""`tiedsweep run | submit | resume | status | compact | tune | tokenize`: the sweep's life cycle on the command line.
 
 Exit codes: 0 every selected trial completed (or a dry run / status), 1 some trial failed, diverged or
 was interrupted, 2 bad input (nothing was submitted).
@@ -220,6 +220,41 @@ def compact_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def tokenize_cmd(args: argparse.Namespace) -> int:
+    import time
+
+    from orchestrator.raybackend.tokenize import tokenize
+    from tiedattn.data import DataConfig, DataError
+
+    cfg = DataConfig(
+        corpus=args.corpus,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        val_fraction=args.val_fraction,
+        split_seed=args.split_seed,
+    )
+    t0 = time.time()
+    try:
+        m = tokenize(cfg, args.out, workers=args.workers, address=args.address)
+    except DataError as e:
+        return _fail(str(e))
+    seconds = time.time() - t0
+    total = m["tokens"]["train"] + m["tokens"]["val"]
+    print(json.dumps({k: m[k] for k in ("fingerprint", "documents", "tokens", "dtype", "vocab_size")}))
+    print(
+        f"{len(m['shards'])} shards, {total:,} tokens in {seconds:.1f} s ({total / seconds:,.0f} tokens/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _train_workers(trial, workers: int, progress=None):
+    """`tiedsweep train --workers N`: the trial on N Ray Train workers (orchestrator/raybackend/ddp.py)."""
+    from orchestrator.raybackend.ddp import train_ddp
+
+    return train_ddp(trial, workers, progress=progress)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster (auto, HOST:6379, ray://...); default: embedded")
     p.add_argument("--order", choices=["largest", "smallest"], default="largest", help="cost order of trials")
@@ -274,6 +309,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the studies and their compute; run nothing")
     p.add_argument("--quiet", action="store_true", help="no line per finished proxy")
     p.set_defaults(func=tune_cmd)
+
+    if "train" in sub.choices:  # tiedattn's `train --workers N` runs on Ray Train (tiedattn knows no Ray)
+        sub.choices["train"].set_defaults(run_workers=_train_workers)
+    p = sub.add_parser("tokenize", help="tokenize a corpus into shards on Ray Data, for corpus = 'tokenized:DIR'")
+    p.add_argument("corpus", help="folder | glob | .txt/.jsonl/.parquet file(s), as [data] corpus; or 'stdlib'")
+    p.add_argument("--out", required=True, help="output folder: shards/, tokenizer.json, manifest.json")
+    p.add_argument("--tokenizer", default="bpe", help="'bpe' (train one on a sample) or a tokenizer.json path")
+    p.add_argument("--vocab-size", type=int, default=4096, help="for --tokenizer bpe")
+    p.add_argument("--val-fraction", type=float, default=0.02)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="tokenizer actors (one CPU each)")
+    p.add_argument("--address", default=None, help="Ray cluster (default: a local Ray)")
+    p.set_defaults(func=tokenize_cmd)
 
     p = sub.add_parser("compact", help="merge the small Parquet files of a results directory")
     p.add_argument("results")

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from orchestrator.sweep import SweepTrial
 from tiedattn.data import DataError, corpus_fingerprint
-from tiedattn.train import train
+from tiedattn.train import TrialResult, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +81,11 @@ def execute(
     *,
     stop: Callable[[int], bool] | None = None,
     on_eval: Callable[[dict], None] | None = None,
+    trainer: Callable[..., TrialResult] = train,
 ) -> tuple[dict, list[dict]]:
     """Train (or resume) one trial; return its results row and eval rows. stop(step) and on_eval(row)
-    are the caller's too (a tuner prunes with them), besides the stop file and signals."""
+    are the caller's too (a tuner prunes with them), besides the stop file and signals. trainer:
+    tiedattn.train.train, or the pool's drop-in for a trial on several workers (orchestrator.pool)."""
     started = datetime.now(timezone.utc)
     os.makedirs(paths.workdir, exist_ok=True)
     with open(os.path.join(paths.workdir, "worker.pid"), "w") as f:  # lets a test or an operator find it
@@ -103,7 +105,7 @@ def execute(
             )
         stopped = _stopper(paths)
         either = stopped if stop is None else (lambda step: stopped(step) or stop(step))
-        result = train(trial, stop=either, progress=progress, on_eval=on_eval)
+        result = trainer(trial, stop=either, progress=progress, on_eval=on_eval)
         summary = {k: v for k, v in result.summary.items() if k != "status"}
         row.update(summary, status=result.status)
         row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")

@@ -40,10 +40,11 @@ def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = No
 
     train_tokens: the corpus's training tokens (prepare_data(sweep.data).train.size), for epochs;
     None shows "?". slots: trials run at once (None: what this machine fits). Times are FLOPs /
-    sweep.flops_per_s; wall time packs trials longest-first onto the slots.
+    (sweep.flops_per_s * workers), data parallelism taken as linear; wall time packs trials
+    longest-first, a W-worker trial onto the W least-loaded slots at once.
     """
     header = ("id", "variant", "shape", "N non-emb", "N total", "tokens", "tokens_per_param", "FLOPs", "epochs", "")
-    header += ("est. time",)
+    header += ("workers", "est. time")
     rows, warnings, seconds = [header], [], []
     for t in sweep.trials:
         m, tc = t.trial.model, t.trial.train
@@ -51,12 +52,18 @@ def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = No
         acct = account(m)
         epochs = None if train_tokens is None else tc.tokens / max(1, (train_tokens - 1) // T * T)
         repeats = epochs is not None and epochs > 1
-        seconds.append(t.flops / sweep.flops_per_s)
+        seconds.append(t.flops / sweep.flops_per_s / t.workers)
         params = (acct.params_non_embedding, acct.params_total, tc.tokens)
         cells = [t.trial_id, parse_variant(m.variant).paper, m.label, *map(_si, params), f"{t.tokens_per_param:g}"]
         cells.append(f"{t.flops:.2e}")
         rows.append(
-            (*cells, "?" if epochs is None else f"{epochs:.2f}", "R" if repeats else "", _duration(seconds[-1]))
+            (
+                *cells,
+                "?" if epochs is None else f"{epochs:.2f}",
+                "R" if repeats else "",
+                str(t.workers),
+                _duration(seconds[-1]),
+            )
         )
         if repeats:
             warnings.append(f"warning: {t.trial_id} repeats data: {epochs:.2f} epochs of {train_tokens:,} tokens")
@@ -70,14 +77,19 @@ def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     else:
         why = "given"
     loads = [0.0] * slots
-    for s in sorted(seconds, reverse=True):  # longest first onto the least-loaded slot
-        heapq.heapreplace(loads, loads[0] + s)
+    for s, w in sorted(zip(seconds, (t.workers for t in sweep.trials), strict=True), reverse=True):
+        group = heapq.nsmallest(min(w, slots), loads)  # longest first onto the least-loaded slots
+        for load in group:
+            loads.remove(load)
+        loads += [max(group) + s * w / min(w, slots)] * len(group)
+        heapq.heapify(loads)
+    device_s = sum(s * t.workers for s, t in zip(seconds, sweep.trials, strict=True))
     t0 = sweep.trials[0]
     lines += [
         "",
         f"sweep {sweep.name}: {len(sweep.trials)} trials; tokens_per_param = tokens / N ({t0.n_basis} params of the "
         f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)",
-        f"total: {sum(t.flops for t in sweep.trials):.3g} FLOPs, {sum(seconds) / 3600:.3g} trial-hours, "
+        f"total: {sum(t.flops for t in sweep.trials):.3g} FLOPs, {device_s / 3600:.3g} trial-hours (worker-hours), "
         f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})",
         f"times are estimates: FLOPs / {sweep.flops_per_s:.3g} FLOP/s per trial (set [resources] flops_per_s)",
         *warnings,

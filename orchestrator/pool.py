@@ -8,6 +8,11 @@ A pool runs plain functions somewhere with the resources they ask for:
     pool.slots(cpus, gpus) -> int                       tasks of that size the cluster runs at once
     len(pool)                                           tasks in flight
 
+A task with workers > 1 is one data-parallel job on `workers` groups of (cpus, gpus): the pool runs
+fn(*args, trainer=T), T a drop-in for tiedattn.train.train(trial, stop=, progress=, on_eval=) that
+trains on those workers (Ray: Ray Train, orchestrator/raybackend/ddp.py); slots() is then asked
+for the whole group (cpus x workers, gpus x workers).
+
 Failures are values, never raised. A backend for SLURM or a Kubernetes job queue implements these
 four calls; drive() (the loop of sweeps, WSD branches and tuning alike) knows nothing else of it.
 """
@@ -31,6 +36,7 @@ class Task:
     cpus: float = 1.0
     gpus: float = 0.0
     name: str | None = None  # for the backend's dashboard
+    workers: int = 1  # > 1: data-parallel workers of (cpus, gpus) each; fn gets trainer= (see above)
 
 
 class Pool(Protocol):

@@ -140,7 +140,9 @@ class _SweepRun:
         paths = Paths(workdir, log_path(self.results_dir, self.sweep, st.trial_id), self.stop_file)
         self.running[st.trial_id] = (st, attempt)
         args = (st, attempt, paths, max(1, int(st.cpus)))
-        return Task(st.trial_id, execute, args, st.cpus, st.gpus, name=f"{self.sweep}/{st.trial_id}")
+        # workers > 1: the pool runs it on that many data-parallel workers of (cpus, gpus) each (Pool: Task.workers)
+        name = f"{self.sweep}/{st.trial_id}"
+        return Task(st.trial_id, execute, args, st.cpus, st.gpus, name=name, workers=st.workers)
 
     def done(self, key: str, ok: bool, value) -> None:
         st, attempt = self.running.pop(key)
@@ -207,7 +209,8 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     # starts the next trial at once (the driver's bookkeeping between trials reads the results: ~0.5 s
     # per 500 files). A trial holds its lease only from then on, so a second driver on the same results
     # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
-    cap = opts.max_concurrent or 1 + max((pool.slots(st.cpus, st.gpus) for st in todo), default=1)
+    slots = (pool.slots(st.cpus * st.workers, st.gpus * st.workers) for st in todo)  # a trial's workers together
+    cap = opts.max_concurrent or 1 + max(slots, default=1)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM acts as Ctrl-C
     with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:

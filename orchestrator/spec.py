@@ -58,7 +58,7 @@ _SECTIONS: dict[str, dict[str, type | tuple]] = {
     # tokens: the budget; seq_len: [model]'s or the grid's; runtime fields the runner sets
     "train": _keys(TrainConfig, ("tokens", "seq_len", "save_at_steps", "device", "threads")),
     "budget": {"tokens_basis": str, "n_basis": str, "match": str},
-    "resources": {"cpus": float, "gpus": float, "flops_per_s": float},
+    "resources": {"cpus": float, "gpus": float, "flops_per_s": float, "workers": int, "workers_from_flops": float},
     "tune": _keys(TuneConfig, ()),
 }
 _SECTIONS["train"]["lr"] = (float, str)  # a number, or "tuned" (records.tuning)
@@ -332,6 +332,9 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         errs.add("resources.cpus", f"must be > 0, got {cpus:g}")
     if gpus < 0:
         errs.add("resources.gpus", f"must be >= 0 (fractions such as 0.25 share a GPU), got {gpus:g}")
+    workers, workers_from = res.get("workers", 1), res.get("workers_from_flops", 0.0)
+    if workers < 1:
+        errs.add("resources.workers", f"must be >= 1 (data-parallel workers per trial), got {workers}")
     flops_per_s = res.get("flops_per_s", GPU_FLOPS_PER_S * gpus if gpus > 0 else CPU_FLOPS_PER_S)
     if flops_per_s <= 0:
         errs.add("resources.flops_per_s", f"must be > 0, got {flops_per_s:g}")
@@ -359,7 +362,14 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         raise SpecError(list(errs))
     data = DataConfig(**sec["data"])
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
-    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned)
+    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned)  # WSD branches planned there
+    # [resources] workers: data-parallel workers for the trials of at least workers_from_flops (not in ids)
+    trials = [dataclasses.replace(t, workers=workers) if t.flops >= workers_from else t for t in trials]
+    for t in trials:
+        if t.trial.train.batch_size % t.workers:
+            errs.add("resources.workers", f"{t.trial_id}: batch_size {t.trial.train.batch_size} does not split "
+                     f"evenly over {t.workers} workers")  # fmt: skip
+            break
     seen: dict[str, SweepTrial] = {}
     for t in trials:
         if t.trial_id in seen:  # e.g. two size names for one shape

@@ -36,6 +36,7 @@ class SweepTrial:
     branch_step: int | None = None  # branch: the trunk step it starts from (branch-<step>.pt)
     cell_id: str = ""  # records.ids.cell_id: the grid point without variant and lr
     shape_id: str = ""  # the shape as the spec asked for it (ModelConfig.label before matching params)
+    workers: int = 1  # data-parallel workers, each with cpus and gpus ([resources] workers); not in the id
 
     @property
     def budget(self) -> dict:

@@ -70,7 +70,9 @@ def test_overtrain_spec_loads_without_its_corpus():
     assert {r["tokens_per_param"] for r in rows} >= {1.0, 1000.0}
     assert {r["seq_len"] for r in rows} == {1024} and len({r["seed"] for r in rows}) == 3
     assert sweep.gpus > 0 and all(r["vocab_size"] == 32768 and r["corpus_fingerprint"] is None for r in rows)
-    with pytest.raises(SpecError, match=r"overtrain.toml: data.corpus: glob .* matches no files"):
+    big = {t.trial_id for t in sweep.trials if t.flops >= 1e20}  # 300M x 300 and x 1000, 150M x 1000
+    assert len(big) == 6 * 3 * 3 and all(t.workers == (8 if t.trial_id in big else 1) for t in sweep.trials)
+    with pytest.raises(SpecError, match=r"overtrain.toml: data.corpus: no manifest.json in '/data/fineweb-bpe32k'"):
         load_spec(str(SWEEPS / "overtrain.toml"), untuned_ok=True)
 
 
@@ -86,6 +88,15 @@ def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
     runtime = BASE.replace("[data]\n", "[data]\ncache_dir = 'elsewhere'\n")
     runtime += "[train]\ncheckpoint_every_s = 5.0\ncompile = true\n"
     assert [t.trial_id for t in _load(tmp_path, runtime).trials] == first
+    # so are the device peak and data-parallel workers, which go to the trials of >= workers_from_flops only
+    flops = sorted(t.flops for t in _load(tmp_path, BASE).trials)
+    scaled = runtime.replace("compile = true\n", "compile = true\npeak_tflops = 989.0\n")
+    scaled += f"[resources]\nworkers = 2\nworkers_from_flops = {flops[len(flops) // 2]!r}\n"
+    sweep = _load(tmp_path, scaled)
+    assert [t.trial_id for t in sweep.trials] == first and {t.workers for t in sweep.trials} == {1, 2}
+    assert all((t.workers == 2) == (t.flops >= flops[len(flops) // 2]) for t in sweep.trials)
+    errors = _errors(tmp_path, BASE + "[resources]\nworkers = 3\n")
+    assert any("resources.workers" in e and "split" in e for e in errors), errors
     for change in ("[train]\nweight_decay = 0.0\n", "[model]\nnorm = 'rmsnorm'\n"):
         assert not set(first) & {t.trial_id for t in _load(tmp_path, BASE + change).trials}
     other_data = BASE.replace("1_500_000", "1_000_000")  # another token stream, another fingerprint
@@ -217,4 +228,4 @@ def test_dry_run_table(tmp_path):
     warnings = [line for line in text.splitlines() if line.startswith("warning:")]
     assert repeats and len(warnings) == len(repeats) and all("repeats data" in w for w in warnings)
     unknown = dry_run_table(sweep, train_tokens=None)
-    assert "warning" not in unknown and all(line.split()[-3] == "?" for line in unknown.splitlines() if ID.match(line))
+    assert "warning" not in unknown and all(line.split()[-4] == "?" for line in unknown.splitlines() if ID.match(line))

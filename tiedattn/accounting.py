@@ -86,3 +86,23 @@ def match_params(cfg: ModelConfig, reference: str = "baseline") -> ModelConfig:
     own = account(cfg).params_non_embedding
     per_unit = cfg.n_layer * (2 * cfg.d_model + (1 if cfg.bias else 0))
     return dataclasses.replace(cfg, d_ff=max(1, cfg.ff + round((target - own) / per_unit)))
+
+
+# Dense bf16 tensor-core peaks (vendor datasheets, no sparsity), matched against
+# torch.cuda.get_device_name() in this order: the first substring that occurs wins.
+PEAK_TFLOPS_BF16 = {
+    "GH200": 989.0,
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,  # SXM
+    "B200": 2250.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """A device's dense bf16 peak in FLOP/s from PEAK_TFLOPS_BF16; None when the name is not listed."""
+    return next((t * 1e12 for k, t in PEAK_TFLOPS_BF16.items() if k in device_name), None)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -86,12 +88,34 @@ def _progress_bar(stream=sys.stderr):
     return show
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Point file descriptor 1 at stderr (children, Ray workers and C++ logs included); yield the real stdout."""
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with os.fdopen(os.dup(real), "w") as out:
+            yield out
+    finally:
+        sys.stdout.flush()
+        os.dup2(real, 1)
+        os.close(real)
+
+
 def train_cmd(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _train(args, sys.stdout)
+    with _stdout_to_stderr() as out:  # --json: one object on stdout, every log line on stderr
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out) -> int:
     from tiedattn.train import TrainConfig, Trial, check, train
 
     trial = Trial(
         model=_model_config(args),
-        train=_from_flags(TrainConfig, args),
+        train=_from_flags(TrainConfig, args),  # --compile/--no-compile, --peak-tflops included
         data=DataConfig(
             corpus=args.corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_bytes=args.max_bytes
         ),
@@ -99,11 +123,17 @@ def train_cmd(args: argparse.Namespace) -> int:
     )
     try:
         check(trial)
-        result = train(trial, progress=None if args.json else _progress_bar())
+        progress = None if args.json else _progress_bar()
+        if args.workers > 1:
+            if args.run_workers is None:
+                return _fail("--workers: data-parallel training runs through the tiedsweep command (Ray Train)")
+            result = args.run_workers(trial, args.workers)  # progress: in the workers' logs
+        else:
+            result = train(trial, progress=progress)
     except (ConfigError, DataError) as e:
         return _fail(str(e))
     if args.json:
-        print(json.dumps({**result.summary, "evals": result.evals}))
+        print(json.dumps({**result.summary, "evals": result.evals}), file=out, flush=True)
         return 0 if result.status == "completed" else 1
     s = result.summary
     print(
@@ -136,5 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bytes", type=int, default=None, help="cap on corpus text")
     p.add_argument("--workdir", default=None, help="checkpoint folder (resumes if a checkpoint is there)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true")
-    p.set_defaults(func=train_cmd)
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="default: when it pays (compile_pays)"
+    )
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for mfu (default: by GPU name)")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel workers (Ray Train; same result as 1)")
+    p.set_defaults(func=train_cmd, run_workers=None)  # tiedsweep.cli sets run_workers (tiedattn knows no Ray)

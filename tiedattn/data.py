@@ -4,6 +4,10 @@ A corpus is the running Python's standard library (the default: always present, 
 folder or glob of text files (one document per file), or JSONL / Parquet shards with a `text`
 column (one document per row, as FineWeb and SlimPajama ship). It is tokenized once into a memmap
 per (corpus fingerprint, tokenizer); later calls, from any process, only map the files.
+
+A corpus too large for one process is tokenized once by `tiedsweep tokenize CORPUS --out DIR` (Ray
+Data, orchestrator/raybackend/tokenize.py) into shards plus a manifest; `corpus = "tokenized:DIR"`
+then maps those shards, in manifest order, as one stream: the same tokens and split as here.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ _FORMAT = 1  # bump when the split or packing rules change, so old caches are no
 # ~280 MB/s measured on this 2-core machine), above that of 64 blocks of 64 KiB spread over it
 # (~11 ms for 4 MiB): a 20 GB FineWeb cache would take ~70 s to hash in full for every trial.
 _VERIFY_WHOLE, _VERIFY_BLOCKS, _VERIFY_BLOCK = 64 << 20, 64, 64 << 10
+TOKENIZED = "tokenized:"  # corpus = "tokenized:DIR": shards written by `tiedsweep tokenize`
 
 
 class DataError(ValueError):
@@ -49,7 +54,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "stdlib"  # "stdlib" | folder | glob | .txt/.md/.rst/.py/.jsonl/.jsonl.gz/.parquet file
+    corpus: str = "stdlib"  # "stdlib" | folder | glob | .txt/.md/.rst/.py/.jsonl/.jsonl.gz/.parquet | "tokenized:DIR"
     tokenizer: str = "bpe"  # "bpe": train byte-level BPE with vocab_size; else a path to tokenizer.json
     vocab_size: int = 4096  # used only for tokenizer == "bpe"
     max_bytes: int | None = None  # cap on corpus text: documents in a seeded order until the cap; None = all
@@ -74,7 +79,7 @@ DATA_RUNTIME_FIELDS = ("cache_dir",)  # where the tokens are cached, not which t
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing memmaps elementwise is never what is meant
 class TokenData:
-    train: np.ndarray  # 1-D memmap of token ids, training documents each followed by eot
+    train: np.ndarray  # 1-D memmap (or Shards of memmaps) of token ids, training documents each followed by eot
     val: np.ndarray  # same for validation documents
     vocab_size: int  # the tokenizer's vocab size (a model's vocab must be >= this)
     eot_id: int
@@ -179,6 +184,8 @@ def _fingerprint(cfg: DataConfig, sources: list[_Source]) -> str:
 
 def corpus_fingerprint(cfg: DataConfig) -> str:
     """16 hex chars naming the token stream cfg yields; stats files only (~30 ms for stdlib)."""
+    if cfg.corpus.startswith(TOKENIZED):
+        return read_manifest(cfg.corpus.removeprefix(TOKENIZED))["fingerprint"]
     return _fingerprint(cfg, _check(cfg))
 
 
@@ -222,20 +229,31 @@ def _unit(seed: int, salt: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def _file_order(cfg: DataConfig, sources: list[_Source]) -> list[_Source]:
+    """Files in a seeded order (the stream's order, and a tokenized DIR's shard order)."""
+    return sorted(sources, key=lambda s: (_unit(cfg.split_seed, "order", s.key), s.rel))
+
+
+def _source_documents(cfg: DataConfig, src: _Source) -> Iterator[tuple[bool, str]]:
+    """(is_validation, text) of each non-empty document of one file, in file order. A document is
+    held out when its own hash falls under val_fraction: a separate salt from the file order, else
+    capping bytes would skew the split."""
+    for row, text in enumerate(_read(src)):
+        if text:
+            key = src.key if src.kind == "text" else f"{src.key}#{row}"
+            yield _unit(cfg.split_seed, "val", key) < cfg.val_fraction, text
+
+
 def _documents(cfg: DataConfig, sources: list[_Source]) -> Iterator[tuple[bool, str]]:
     """(is_validation, text) of each non-empty document, until max_bytes.
 
     Files come in a seeded order; rows keep their order within a shard (FineWeb shards are
-    already unordered crawl dumps). A document is held out when its own hash falls under
-    val_fraction: a separate salt from the file order, else capping bytes would skew the split.
+    already unordered crawl dumps).
     """
     total = 0
-    for src in sorted(sources, key=lambda s: (_unit(cfg.split_seed, "order", s.key), s.rel)):
-        for row, text in enumerate(_read(src)):
-            if not text:
-                continue
-            key = src.key if src.kind == "text" else f"{src.key}#{row}"
-            yield _unit(cfg.split_seed, "val", key) < cfg.val_fraction, text
+    for src in _file_order(cfg, sources):
+        for is_val, text in _source_documents(cfg, src):
+            yield is_val, text
             total += len(text.encode())
             if cfg.max_bytes is not None and total >= cfg.max_bytes:
                 return
@@ -340,16 +358,25 @@ def _verify(prefix: str, meta: dict) -> str | None:
     return None
 
 
+def _token_dtype(vocab: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab < 2**16 else np.uint32)  # halves the cache for vocabs < 65536
+
+
+def _encode(docs: Iterator[tuple[bool, str]], tok: Tokenizer, eot: int, train: _Sink, val: _Sink) -> None:
+    """Each document's ids followed by eot, into the train or val sink."""
+    dtype = _token_dtype(tok.get_vocab_size())
+    while chunk := list(islice(docs, _ENCODE_DOCS)):
+        encodings = tok.encode_batch([text for _, text in chunk], add_special_tokens=False)
+        for (is_val, _), enc in zip(chunk, encodings, strict=True):
+            (val if is_val else train).add(np.array([*enc.ids, eot], dtype))
+
+
 def _tokenize(cfg: DataConfig, sources: list[_Source], tok: Tokenizer, eot: int, prefix: str) -> None:
     vocab = tok.get_vocab_size()
-    dtype = np.dtype(np.uint16 if vocab < 2**16 else np.uint32)  # halves the cache for vocabs < 65536
+    dtype = _token_dtype(vocab)
     train, val = _Sink(Path(f"{prefix}.train.bin")), _Sink(Path(f"{prefix}.val.bin"))
     try:
-        docs = _documents(cfg, sources)
-        while chunk := list(islice(docs, _ENCODE_DOCS)):
-            encodings = tok.encode_batch([text for _, text in chunk], add_special_tokens=False)
-            for (is_val, _), enc in zip(chunk, encodings, strict=True):
-                (val if is_val else train).add(np.array([*enc.ids, eot], dtype))
+        _encode(_documents(cfg, sources), tok, eot, train, val)
         if (n := train.n_docs + val.n_docs) < 2:
             raise DataError(f"corpus: '{cfg.corpus}' too small: {n} non-empty documents, need at least 2")
         if val.n_docs == 0:  # at least one document either side, whatever the hashes say
@@ -371,6 +398,47 @@ def _tokenize(cfg: DataConfig, sources: list[_Source], tok: Tokenizer, eot: int,
         for split in ("train", "val")
     }
     _atomic_write(Path(f"{prefix}.json"), json.dumps(meta).encode())  # written last: marks the cache done
+
+
+def shard_plan(cfg: DataConfig) -> tuple[str, list[_Source]]:
+    """(fingerprint, files in stream order) for tokenizing cfg's corpus one file per shard."""
+    if cfg.max_bytes is not None:
+        raise DataError("max_bytes: a sharded corpus is tokenized whole; choose its files instead")
+    sources = _check(cfg)
+    return _fingerprint(cfg, sources), _file_order(cfg, sources)
+
+
+def make_tokenizer(cfg: DataConfig, sources: list[_Source]) -> str:
+    """The tokenizer JSON: BPE trained on the sample prepare_data trains on, or cfg.tokenizer's file."""
+    if cfg.tokenizer == "bpe":
+        return _train_bpe(cfg, sources).to_str()
+    _open_tokenizer(cfg.tokenizer)
+    return Path(cfg.tokenizer).expanduser().read_text()
+
+
+def tokenizer_info(path: str | Path) -> dict:
+    """vocab_size, eot_id and the token dtype of a tokenizer.json."""
+    tok, eot = _open_tokenizer(path)
+    return {"vocab_size": tok.get_vocab_size(), "eot_id": eot, "dtype": _token_dtype(tok.get_vocab_size()).name}
+
+
+def tokenize_file(cfg: DataConfig, source: tuple[str, str, str], tokenizer: str | Path, prefix: str) -> dict:
+    """One source file (path, rel, kind as shard_plan lists it) -> prefix.train.bin and prefix.val.bin,
+    split as prepare_data splits; returns the token and document counts."""
+    src = _Source(*source)
+    tok, eot = _open_tokenizer(tokenizer)
+    train, val = _Sink(Path(f"{prefix}.train.bin")), _Sink(Path(f"{prefix}.val.bin"))
+    try:
+        _encode(_source_documents(cfg, src), tok, eot, train, val)
+        train.commit()
+        val.commit()
+    finally:
+        for sink in (train, val):
+            sink.file.close()
+            Path(sink.tmp).unlink(missing_ok=True)
+    itemsize = _token_dtype(tok.get_vocab_size()).itemsize
+    counts = {f"{s}_tokens": os.path.getsize(f"{prefix}.{s}.bin") // itemsize for s in ("train", "val")}
+    return counts | {"train_docs": train.n_docs, "val_docs": val.n_docs}
 
 
 def _prefix(cache: Path, fp: str, tok_path: Path) -> str:
@@ -401,8 +469,11 @@ def prepare_data(cfg: DataConfig) -> TokenData:
 
     Concurrent callers (Ray workers) serialise on a lock file: the first trains the tokenizer and
     tokenizes, the others wait and then map its files. Every file is written to a temp name and
-    renamed, so a killed worker never leaves a half-written cache behind.
+    renamed, so a killed worker never leaves a half-written cache behind. A "tokenized:DIR" corpus
+    is only mapped (its tokenizer and split are the manifest's; the other fields are not used).
     """
+    if cfg.corpus.startswith(TOKENIZED):
+        return load_tokenized(cfg.corpus.removeprefix(TOKENIZED))
     sources = _check(cfg)
     fp = _fingerprint(cfg, sources)
     cache = Path(cfg.cache_dir or os.environ.get("TIEDSWEEP_CACHE") or "~/.cache/tiedsweep")
@@ -434,6 +505,67 @@ def prepare_data(cfg: DataConfig) -> TokenData:
             data, problem = _cached(cache, fp, tok_path)
     assert data is not None, problem
     return data
+
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(folder: str) -> dict:
+    path = Path(folder).expanduser() / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"corpus: no {MANIFEST} in '{folder}' (write one with `tiedsweep tokenize`)") from None
+
+
+class Shards:
+    """Token files read as one 1-D array without loading them: len, slices and integer-array
+    indexing (all that Batches and val_batches use) over memmaps in manifest order."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = [p for p in parts if len(p)]
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])  # part k holds [starts[k], starts[k+1])
+        self.dtype = parts[0].dtype if parts else np.dtype(np.uint16)
+        self.size = int(self.starts[-1])
+        self.shape = (self.size,)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, stride = index.indices(self.size)
+            index = np.arange(start, stop, stride)
+        index = np.asarray(index)
+        flat = index.ravel()
+        part = np.searchsorted(self.starts, flat, side="right") - 1
+        out = np.empty(flat.shape, self.dtype)
+        for k in np.unique(part):
+            mask = part == k
+            out[mask] = self.parts[k][flat[mask] - self.starts[k]]
+        return out.reshape(index.shape)
+
+
+def load_tokenized(folder: str) -> TokenData:
+    """Map the shards of a `tiedsweep tokenize` output folder (manifest.json lists them in stream order)."""
+    m = read_manifest(folder)
+    root = Path(folder).expanduser().resolve()
+    dtype = np.dtype(m["dtype"])
+
+    def split(name: str) -> np.ndarray:
+        parts = [np.memmap(root / s[f"{name}_file"], dtype, mode="r") for s in m["shards"] if s[f"{name}_tokens"]]
+        return parts[0] if len(parts) == 1 else Shards(parts)  # type: ignore[return-value]
+
+    return TokenData(
+        split("train"),
+        split("val"),
+        vocab_size=m["vocab_size"],
+        eot_id=m["eot_id"],
+        fingerprint=m["fingerprint"],
+        tokenizer_path=str(root / m["tokenizer"]),
+        n_train_docs=m["documents"]["train"],
+        n_val_docs=m["documents"]["val"],
+    )
 
 
 def load_tokenizer(data: TokenData) -> Tokenizer:

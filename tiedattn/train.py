@@ -4,6 +4,11 @@
 (a summary dict and per-eval rows) and never raises for a run that merely diverges or is stopped.
 The batch at step s is a pure function of (seed, s) (data.Batches), so a checkpoint's data
 position is its step, and a resumed run replays exactly the run that was never stopped.
+
+Data parallel: when torch.distributed is initialised (Ray Train's TorchTrainer does it, see
+orchestrator/raybackend/ddp.py), rank r of W takes rows [r*B/W, (r+1)*B/W) of the same global
+batch and DDP averages the gradients, so the run is the 1-worker run up to summation order; rank 0
+alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-from tiedattn.accounting import account
+from tiedattn.accounting import account, peak_flops
 from tiedattn.attention import parse_variant
 from tiedattn.data import Batches, DataConfig, TokenData, prepare_data, val_batches
 from tiedattn.model import GPT, ConfigError, ModelConfig
@@ -48,8 +55,9 @@ class TrainConfig:
     save_at_steps: tuple[int, ...] = ()  # WSD trunk: keep a named checkpoint after these steps
     seed: int = 0  # init and batch order
     device: str = "auto"  # "auto" -> cuda if available else cpu
-    compile: bool = False  # torch.compile (CUDA)
+    compile: bool | None = None  # torch.compile; None: when it pays (compile_pays), decided after a few steps
     threads: int | None = None  # torch threads; None keeps torch's default (Ray sets OMP per task)
+    peak_tflops: float | None = None  # per device, for mfu; None: accounting.PEAK_TFLOPS_BF16 by device name
 
     def errors(self) -> list[str]:
         errs = []
@@ -82,7 +90,25 @@ class TrainConfig:
 
 # Fields that never change a result (left out of trial ids and of the results columns); `tokens` is
 # the budget, set by the orchestrator from tokens_per_param, and written as an outcome column.
-RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads")
+RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads", "peak_tflops")
+
+# torch.compile: (one-off compile seconds, steady speedup). CPU measured here: d=64 L=2 trains 1.46x
+# faster after ~40 s of compiling on 2 busy cores; CUDA: a conservative guess until bench/gpu_check.py
+# measures it. The policy compiles when the eager time it would save is twice the compile time. On
+# CPU the eager time left is at most what idle cores would take (_CPU_FLOPS_PER_THREAD): cores busy
+# with other jobs slow compiling as much as training (under load 12 on 2 cores, a 74-step d=64 run
+# timed at 5 s a step compiled by its measured time and took 400 s in all).
+_COMPILE_COST = {"cpu": (40.0, 1.46), "cuda": (60.0, 1.3)}
+_CPU_FLOPS_PER_THREAD = 3e10  # training FLOP/s of one idle core (the demo sweep: ~3.2e10)
+_PROBE_STEPS = 5  # eager steps timed (after the first, which warms up) before deciding to compile
+_READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between host reads of the loss: a per-step .item() stalls a GPU
+
+
+def compile_pays(eager_s_left: float, cuda: bool) -> bool:
+    """Compile when eager_s_left * (1 - 1/speedup) > 2 * compile_s (_COMPILE_COST): on CPU, when
+    more than ~4 min of eager training remain."""
+    compile_s, speedup = _COMPILE_COST["cuda" if cuda else "cpu"]
+    return eager_s_left * (1 - 1 / speedup) > 2 * compile_s
 
 
 @dataclass(frozen=True)
@@ -115,6 +141,9 @@ def check(trial: Trial, data: TokenData | None = None) -> None:
         decay_from = steps - round(tc.cooldown_frac * steps) if tc.schedule == "wsd" else steps
         if warmup > decay_from:
             errs.append(f"warmup_tokens: {warmup} warmup steps run past step {decay_from}, where the lr decays")
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if trial.train.batch_size % world:
+        errs.append(f"batch_size: {trial.train.batch_size} does not split evenly over {world} workers")
     if data is not None and data.vocab_size > trial.model.vocab_size:
         errs.append(f"vocab_size: {trial.model.vocab_size} is smaller than the tokenizer's {data.vocab_size}")
     if errs:
@@ -243,15 +272,19 @@ def _resume(ckpt: str | None, init_from: str | None) -> tuple[dict | None, str |
 
 @torch.no_grad()
 def evaluate(model: GPT, batches: list, device: str, autocast) -> float:
-    """Mean validation loss per token (the last batch may hold fewer rows: weight by rows)."""
+    """Mean validation loss per token (the last batch may hold fewer rows: weight by rows); with
+    W workers each evaluates every W-th batch and the sums are all-reduced."""
     model.eval()
-    total, rows = 0.0, 0
-    for x, y in batches:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss * rows, rows): one host read at the end
+    for x, y in batches[rank::world]:
         with autocast():
-            total += model(x.to(device), y.to(device))[1].item() * x.shape[0]
-        rows += x.shape[0]
+            sums[0] += model(x.to(device), y.to(device))[1].double() * x.shape[0]
+        sums[1] += x.shape[0]
+    if world > 1:
+        dist.all_reduce(sums)
     model.train()
-    return total / rows
+    return (sums[0] / sums[1]).item()
 
 
 def train(
@@ -272,6 +305,8 @@ def train(
         torch.set_num_threads(tcfg.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if tcfg.device == "auto" else tcfg.device
     cuda = device.startswith("cuda")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rows = slice(rank * tcfg.batch_size // world, (rank + 1) * tcfg.batch_size // world)  # this rank's share
     T = tcfg.seq_len or mcfg.seq_len
     steps = total_steps(tcfg, T)
     tokens_per_step = tcfg.batch_size * T
@@ -288,13 +323,14 @@ def train(
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
-    step_fn = torch.compile(model) if tcfg.compile else model
+    wrapped = DistributedDataParallel(model) if world > 1 else model  # averages gradients over ranks
     train_batches = Batches(data.train, T, tcfg.batch_size, tcfg.seed)
     val = val_batches(data.val, T, tcfg.batch_size, tcfg.eval_tokens)
     evals_at = set(eval_steps(steps, tcfg.n_evals))
 
     # State that a checkpoint carries besides weights and optimizer.
     state = {"step": 0, "evals": [], "loss_sum": 0.0, "loss_n": 0, "wall_s": 0.0, "resumed_from": None}
+    state["compiled"] = bool(tcfg.compile)
     ckpt = os.path.join(trial.workdir, "checkpoint.pt") if trial.workdir else None
     if trial.workdir:
         os.makedirs(trial.workdir, exist_ok=True)
@@ -309,10 +345,13 @@ def train(
         if source == trial.init_from:  # a branch keeps the trunk's step and history, not its clock
             state.update(wall_s=0.0, evals=[e for e in state["evals"] if e["step"] <= state["step"]])
         state["resumed_from"] = state["step"]
+    if tcfg.compile is not None:  # an explicit setting wins over what the checkpoint ran with
+        state["compiled"] = tcfg.compile
+    step_fn = torch.compile(wrapped) if state["compiled"] else wrapped
     start_step, seg_start = state["step"], time.time()
 
     def checkpoint(path: str | None) -> None:
-        if path:
+        if path and rank == 0:
             wall = state["wall_s"] + time.time() - seg_start
             _save(
                 path,
@@ -327,28 +366,57 @@ def train(
 
     status, error, last_ckpt = "completed", None, time.time()
     diverge_loss = 1.5 * math.log(mcfg.vocab_size)  # 50% worse than a uniform guess: exploded
+    read_every = _READ_EVERY["cuda" if cuda else "cpu"]
+    pending = torch.zeros(3, device=device)  # (sum of step losses since the last read, last loss, stop)
+    probe_at = start_step + 1 + _PROBE_STEPS if tcfg.compile is None and not state["compiled"] else -1
+    last_read, read_at = start_step, {*evals_at, *tcfg.save_at_steps, steps}  # besides every read_every steps
     while state["step"] < steps:
         step = state["step"]
-        if stop is not None and stop(step):
+        if world == 1 and stop is not None and stop(step):  # W > 1: agreed on at the next read
             status = "interrupted"
             break
+        if step == start_step + 1:
+            probe_t0 = time.time()
+        elif step == probe_at:  # compile when the eager time left repays it (compile_pays)
+            if cuda:
+                torch.cuda.synchronize()
+            eager_s_left = (time.time() - probe_t0) / _PROBE_STEPS * (steps - step)
+            if not cuda:
+                idle_rate = _CPU_FLOPS_PER_THREAD * torch.get_num_threads() * world
+                eager_s_left = min(eager_s_left, flops_per_token * tokens_per_step * (steps - step) / idle_rate)
+            pays = torch.tensor(float(compile_pays(eager_s_left, cuda)), device=device)
+            if world > 1:
+                dist.broadcast(pays, 0)  # every rank compiles, or none
+            if pays.item():
+                step_fn, state["compiled"] = torch.compile(wrapped), True
         lr = lr_at(step, steps, tcfg, T)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = train_batches.get(step)
+        x, y = x[rows], y[rows]
         with autocast():
             _, loss = step_fn(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value) or (loss_value > diverge_loss and step > steps // 10):
+        pending[0] += loss.detach()
+        pending[1] = loss.detach()
+        state["step"] = step + 1
+        if state["step"] % read_every and state["step"] not in read_at:
+            continue  # no host read this step: the GPU runs ahead
+        if world > 1:
+            pending[2] = float(stop is not None and stop(step + 1))
+            dist.all_reduce(pending)  # mean loss over ranks; stop if any rank was asked to
+            pending[:2] /= world
+        loss_sum, loss_value, stop_now = pending.tolist()
+        pending.zero_()
+        if not math.isfinite(loss_sum) or (loss_value > diverge_loss and step > steps // 10):
             status, error = "diverged", f"loss {loss_value:.4g} at step {step + 1} (threshold {diverge_loss:.3g})"
             break
-        state["step"] = step + 1
-        state["loss_sum"] += loss_value
-        state["loss_n"] += 1
+        state["loss_sum"] += loss_sum
+        state["loss_n"] += state["step"] - last_read
+        last_read = state["step"]
         if state["step"] in evals_at:
             state["evals"].append(
                 {
@@ -377,12 +445,21 @@ def train(
                     "tokens_per_s": (state["step"] - start_step) * tokens_per_step / (time.time() - seg_start),
                 }
             )
+        if stop_now:
+            status = "interrupted"
+            break
     if status == "interrupted":
+        state["loss_sum"] += pending[0].item()  # steps since the last read (world 1 stops at any step)
+        state["loss_n"] += state["step"] - last_read
         checkpoint(ckpt)
 
     seg_s = time.time() - seg_start
     tokens = state["step"] * tokens_per_step
     last = state["evals"][-1] if state["evals"] and status == "completed" else None
+    tokens_per_s = (state["step"] - start_step) * tokens_per_step / max(seg_s, 1e-9)
+    peak = tcfg.peak_tflops * 1e12 if tcfg.peak_tflops else None
+    peak = peak or (peak_flops(torch.cuda.get_device_name(device)) if cuda else None)
+    peak = peak * world if peak else None  # one device per worker
     summary = {
         "status": status,
         "variant": parse_variant(mcfg.variant).name,
@@ -418,7 +495,11 @@ def train(
         "steps": state["step"],
         "resumed_from_step": state["resumed_from"],
         "checkpoint_recovered": recovered,
-        "tokens_per_s": (state["step"] - start_step) * tokens_per_step / max(seg_s, 1e-9),
+        "tokens_per_s": tokens_per_s,
+        "flops_per_s": flops_per_token * tokens_per_s,
+        "mfu": flops_per_token * tokens_per_s / peak if peak else None,
+        "compiled": state["compiled"],
+        "workers": world,
         "wall_s": state["wall_s"] + (time.time() - t_start),
         "corpus_fingerprint": data.fingerprint,
         "device": device,

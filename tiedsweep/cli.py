@@ -1,6 +1,6 @@
 """`tiedsweep` command line: each package registers its own subcommands.
 
-tiedattn: model-info, train   orchestrator: run, submit, resume, status, compact, tune
+tiedattn: model-info, train   orchestrator: run, submit, resume, status, compact, tune, tokenize
 analysis: fit, report
 """
 

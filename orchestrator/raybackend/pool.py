@@ -62,6 +62,14 @@ def _call(fn, *args):
     return fn(*args)
 
 
+@ray.remote
+def _call_ddp(fn, workers: int, cpus: float, gpus: float, *args):
+    """An N-worker task: this task holds no resources, Ray Train's workers hold them (ddp.py)."""
+    from orchestrator.raybackend.ddp import trainer
+
+    return fn(*args, trainer=trainer(workers, cpus=cpus, gpus=gpus))
+
+
 class RayPool:
     """Plain functions as Ray tasks with resources; see orchestrator.pool for the protocol."""
 
@@ -71,9 +79,13 @@ class RayPool:
         self.in_flight: dict = {}  # ObjectRef -> key
 
     def submit(self, task: Task) -> None:
-        opts = {"num_cpus": task.cpus, "num_gpus": task.gpus, "max_retries": self.max_retries}
-        opts |= {"retry_exceptions": False} | ({"name": task.name} if task.name else {})
-        ref = _call.options(**opts).remote(task.fn, *task.args)
+        opts = {"max_retries": self.max_retries, "retry_exceptions": False} | ({"name": task.name} if task.name else {})
+        if task.workers > 1:  # Ray Train's workers hold the resources, each (cpus, gpus)
+            opts |= {"num_cpus": 0, "num_gpus": 0}
+            ref = _call_ddp.options(**opts).remote(task.fn, task.workers, task.cpus, task.gpus, *task.args)
+        else:
+            opts |= {"num_cpus": task.cpus, "num_gpus": task.gpus}
+            ref = _call.options(**opts).remote(task.fn, *task.args)
         self.in_flight[ref] = task.key
 
     def wait(self, timeout: float = 1.0) -> list[tuple[Any, bool, Any]]:
