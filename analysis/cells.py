@@ -44,7 +44,7 @@ def size_labels(cols: Columns) -> np.ndarray:
 def _config(cols: Columns) -> np.ndarray:
     keys = [k for k in CONFIG_KEYS if k in cols]
     n = cols["variant"].size
-    return np.array(["|".join(f"{k}={cols[k][i]}" for k in keys) for i in range(n)])
+    return np.array(["|".join(f"{k}={cols[k][i]}" for k in keys) for i in range(n)], dtype=str)  # str even when empty
 
 
 def cell_ids(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +74,8 @@ def table_cells(cols: Columns) -> Columns:
     D / N where the size has no baseline row."""
     cols = dict(cols)
     n = cols["N"].size
+    if n == 0:  # nothing to label: the caller says the table has no usable rows
+        return {"size": np.array([], dtype=str), "M": np.array([], dtype=float)} | cols
     group = _config({k: cols[k] for k in ("sweep", "seq_len") if k in cols} | {"variant": cols["variant"]})
     if "size" not in cols:
         size = np.empty(n, dtype=object)
