@@ -384,18 +384,8 @@ def _listening(root_pid: int) -> list[tuple[str, str, int]]:
                 raw = bytes.fromhex(hexip)
                 raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
                 sockets[int(f[9])] = (str(ipaddress.ip_address(raw)), int(port, 16))
-    children: dict[int, list[int]] = {}
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            children.setdefault(int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
-                int(d)
-            )
-        except OSError:
-            pass
-    found, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+    found = []
+    for pid in _descendants(root_pid):
         try:
             name = Path(f"/proc/{pid}/comm").read_text().strip()
             links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
@@ -543,7 +533,7 @@ def test_worker_node_killed_mid_trial_resumes_on_the_head(cache_dir, tmp_path):
             time.sleep(0.2)
         assert on_worker, "no trial ran on the worker node"
         time.sleep(1.0)  # a few more checkpoints: mid-trial, not at step 0
-        os.killpg(worker.pid, signal.SIGKILL)  # the node: raylet, agents and its workers, never `ray stop`
+        os.killpg(worker.pid, signal.SIGKILL)  # the node: raylet, agents and its workers, not a machine-wide stop
         worker.wait()
         out, _ = driver.communicate(timeout=400)
         assert driver.returncode == 0, out[-3000:]
