@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis import AnalysisError, plots
+from analysis import AnalysisError, accuracy, plots
 from analysis.fit import (
     CHINCHILLA,
     OVERTRAINING,
@@ -50,6 +50,7 @@ def analyse(
     """Everything the report shows, from a results directory: one sweep, or all of them (pairs never
     cross sweeps); each sweep's trials restricted to those its manifest lists."""
     everything, stale = load_sweep_trials(results_dir, n_kind, sweep)
+    everything = select(everything, ~accuracy.is_task(everything))  # task trials: accuracy.sections
     trials, excluded = completed(everything)
     if trials["loss"].size == 0:
         raise AnalysisError(f"{results_dir}: no completed trials (left out: {excluded}; {_stale_text(stale)})")
@@ -246,19 +247,27 @@ def write_report(
 
     Returns {"markdown": path, "html": path, "figures": [paths], "verdicts": [sentences]}.
     """
-    a = analyse(results_dir, n_boot=n_boot, sweep=sweep)
+    all_trials = load_sweep_trials(results_dir, sweep=sweep)[0]
+    acc_sections, acc_figs = accuracy.sections(all_trials, _evals_of(results_dir, all_trials))
+    try:
+        a = analyse(results_dir, n_boot=n_boot, sweep=sweep)
+    except AnalysisError:
+        if not acc_sections:  # neither a loss analysis nor task accuracy: nothing to report
+            raise
+        a = None  # a sweep of synthetic tasks only
     default = Path(results_dir) / "report" if sweep is None else Path(results_dir) / "report" / sweep
     out = Path(out_dir) if out_dir is not None else default
     out.mkdir(parents=True, exist_ok=True)
     pngs, files = [], []
-    for name, fig in _figures(a).items():
+    for name, fig in {**(_figures(a) if a else {}), **acc_figs}.items():
         for ext in ("png", "svg"):
             fig.savefig(out / f"{name}.{ext}", dpi=100)
             files.append(out / f"{name}.{ext}")
         pngs.append(out / f"{name}.png")
+    holdouts = sorted(a.holdouts.items()) if a else []
     held = [f"{display_name(v)}: mean |error| {100 * h.mean_abs:.2f}% on {h.rel_error.size} cells with "
-            f"C >= {h.threshold:.3g} (fitted on {h.n_train})" for v, h in sorted(a.holdouts.items())]  # fmt: skip
-    sections: list[Section] = [
+            f"C >= {h.threshold:.3g} (fitted on {h.n_train})" for v, h in holdouts]  # fmt: skip
+    sections: list[Section] = [] if a is None else [
         ("Verdict", [[v.sentence for v in a.verdicts]]),
         ("What this is based on", _basis(a)),
         ("Learning rates", [_lrs(a.trials), *_tuned_rates(results_dir, sorted(set(a.trials.get("sweep", []))))]),
@@ -268,8 +277,8 @@ def write_report(
          [_fit_table(a.overtraining, OVERTRAINING), *_starred(a.overtraining)]),
         ("Gaps", _gap_tables(a)),
         ("Notes", [a.notes or ["none"]]),
-        ("Figures", pngs),
     ]  # fmt: skip
+    sections += [*acc_sections, ("Figures", pngs)]
     title = f"tiedsweep report: {Path(results_dir).resolve().name}" + (f", sweep {sweep}" if sweep else "")
     (out / "report.md").write_text(markdown(title, sections))
     (out / "report.html").write_text(to_html(title, sections))
@@ -277,5 +286,10 @@ def write_report(
         "markdown": out / "report.md",
         "html": out / "report.html",
         "figures": files,
-        "verdicts": [v.sentence for v in a.verdicts],
+        "verdicts": [v.sentence for v in a.verdicts] if a else [],
     }
+
+
+def _evals_of(results_dir: str | Path, trials: Columns) -> Columns | None:
+    evals = load_evals(results_dir)
+    return None if evals is None else select(evals, np.isin(evals["trial_id"], trials["trial_id"]))

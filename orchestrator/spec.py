@@ -29,19 +29,21 @@ from tiedattn.accounting import account, match_params, training_flops
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import TASK_KEYS, TaskConfig, task_config
 from tiedattn.train import TrainConfig, Trial
 
 # section -> key -> TOML type (an integer is a valid float). Anything else is an unknown key.
 _SECTIONS: dict[str, dict[str, type]] = {
     "data": {"corpus": str, "tokenizer": str, "vocab_size": int, "max_bytes": int, "val_fraction": float}
-    | {"split_seed": int, "cache_dir": str},
+    | {"split_seed": int, "cache_dir": str}
+    | TASK_KEYS,  # tiedattn/tasks.py: task = "lm" | "mqar" | "copy" | ..., and its options
     "model": {"vocab_size": int, "seq_len": int, "pos": str, "d_ff": int, "norm": str, "bias": bool}
     | {"tie_embeddings": bool, "rope_base": float},
     "train": {"batch_size": int, "lr": float, "schedule": str, "warmup_frac": float, "warmup_tokens": int}
     | {"min_lr_frac": float, "cooldown_frac": float, "cooldown_shape": str, "weight_decay": float}
     | {"grad_clip": float, "n_evals": int, "eval_tokens": int, "checkpoint_every_s": float, "compile": bool}
     | {"seed": int},
-    "budget": {"tokens_basis": str, "n_basis": str, "match": str},
+    "budget": {"tokens_basis": str, "n_basis": str, "match": str, "tokens": int},
     "resources": {"cpus": float, "gpus": float, "flops_per_s": float},
     "tune": {"sizes": list, "tokens_per_param": float, "n_trials": int, "lr_min": float, "lr_max": float}
     | {"warmup": bool, "seed": int, "parallel": int},
@@ -49,7 +51,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
 _TOP = {"name": str, **dict.fromkeys(_SECTIONS, dict), "sizes": dict, "grid": dict}
 _SIZE = {"d_model": int, "n_layer": int, "n_head": int, "d_ff": int}
 _AXES = {"variant": str, "size": (str, dict), "tokens_per_param": float, "seq_len": int, "pos": str}
-_AXES |= {"seed": int, "lr": float, "schedule": str}
+_AXES |= {"seed": int, "lr": float, "schedule": str, "num_kv_pairs": int}
 _SECTIONS["train"]["lr"] = _AXES["lr"] = (float, str)  # a number, or "tuned" (orchestrator/tune.py)
 _AXIS_DEFAULT = {"seq_len": "model", "pos": "model", "seed": "train", "lr": "train", "schedule": "train"}
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
@@ -94,6 +96,7 @@ class SweepTrial:
         row |= {f: getattr(self, f) for f in ("tokens_per_param", "tokens_basis", "n_basis", "match")}
         row |= {"d_ff": m.ff, "n_kv_head": parse_variant(m.variant).n_kv_head(m.n_head), "seq_len": t.seq_len}
         row |= {"corpus": self.trial.data.corpus, "corpus_fingerprint": self.corpus_fingerprint}
+        row |= self.trial.task.row() if self.trial.task else {"task": "lm"}
         return row | {"branch_of": self.depends_on} | ({"schedule": "wsd-trunk"} if self.role == "trunk" else {})
 
 
@@ -179,8 +182,16 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
                 else:
                     axes[key].append((where, float(v) if _AXES[key] is float else v))
     for key in ("variant", "size", "tokens_per_param"):
-        if key not in grid:
-            errs.add(f"grid.{key}", "missing: the grid needs variant, size and tokens_per_param")
+        if key not in grid and not (key == "tokens_per_param" and "tokens" in sec["budget"]):
+            errs.add(f"grid.{key}", "missing: the grid needs variant, size and tokens_per_param (or budget.tokens)")
+    if "tokens_per_param" in grid and "tokens" in sec["budget"]:
+        errs.add("budget.tokens", "also grid.tokens_per_param: a budget is one or the other")
+    if "tokens_per_param" not in grid:  # fixed budget.tokens: tokens_per_param is what that comes to
+        axes["tokens_per_param"] = [("budget.tokens", None)]
+    if "num_kv_pairs" in grid and "num_kv_pairs" in sec["data"]:
+        errs.add("grid.num_kv_pairs", "also set in [data]: keep one")
+    elif "num_kv_pairs" not in grid:
+        axes["num_kv_pairs"] = [("data.num_kv_pairs", sec["data"].get("num_kv_pairs"))]
     for key, section in _AXIS_DEFAULT.items():
         if key in grid and key in sec[section] and key != "seq_len":  # [model] seq_len is the context size
             errs.add(f"grid.{key}", f"also set in [{section}]: keep one")
@@ -196,7 +207,7 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
             except ValueError as e:
                 errs.add(where, str(e).removeprefix("variant: "))
                 continue
-            if v is None:
+            if v is None and key not in ("tokens_per_param", "num_kv_pairs"):  # None: budget.tokens / not mqar
                 continue
             same = json.dumps(v, sort_keys=True)
             if same in seen:
@@ -222,7 +233,7 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
         return sizes[v]
     if key == "size":
         return _size(errs, v, where)  # None: its lines are already added
-    if key == "tokens_per_param" and not (v > 0 and math.isfinite(v)):
+    if key == "tokens_per_param" and v is not None and not (v > 0 and math.isfinite(v)):
         raise ValueError(f"must be > 0 (a token budget of tokens_per_param x N), got {v}")
     if key == "pos" and v not in ("rope", "learned"):
         raise ValueError(f"must be 'rope' or 'learned', got '{v}'")
@@ -262,6 +273,13 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
         if ctx is not None and T > ctx:
             kind = "learned position table" if pos == "learned" else "model context (rope cache)"
             errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
+    for (tw, T), (nw, n) in itertools.product(axes["seq_len"], axes.get("num_kv_pairs", [])):
+        task = task_config(sec["data"], n)
+        if task is None and n is not None:
+            errs.add(nw, 'only a task reads it: set data.task (e.g. "mqar")')
+        for err in task.errors(T, _model("baseline", {}, T, "rope", sec).vocab_size) if task else []:
+            field, reason = err.split(": ", 1)
+            errs.add({"seq_len": tw, "num_kv_pairs": nw, "task": "data.task"}.get(field, f"data.{field}"), reason)
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
         lr = TrainConfig.lr if lr == TUNED else lr  # tuned rates are > 0; the schedule's checks still apply
@@ -288,7 +306,8 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
 def _model(variant: str, size: dict, seq_len: int, pos: str, sec: dict) -> ModelConfig:
     m = sec["model"]
     kw = {k: m[k] for k in ("d_ff", "norm", "bias", "tie_embeddings", "rope_base") if k in m}
-    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size))
+    text = sec["data"].get("task", "lm") == "lm"
+    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size if text else TaskConfig.vocab_size))
     return ModelConfig(variant=variant, **{**kw, **size}, vocab_size=vocab, seq_len=m.get("seq_len", seq_len), pos=pos)
 
 
@@ -408,13 +427,14 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
                 errs.add(vw, f'no tuned learning rate for {v} (lr = "{TUNED}"): run tiedsweep tune {path}')
     if all(axes.get(k) for k in ("variant", "size", "seq_len", "pos", "lr", "schedule")):
         _combination_errors(errs, axes, sec)
-    fp = _data_errors(errs, sec["data"], fingerprint)
+    text = {k: v for k, v in sec["data"].items() if k not in TASK_KEYS}
+    fp = _data_errors(errs, text, fingerprint) if sec["data"].get("task", "lm") == "lm" else None
     if errs:
         raise SpecError(list(errs))
-    data = DataConfig(**sec["data"])
+    data = DataConfig(**text)
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
     combos = itertools.product(*(axes[k] for k in _AXES))
-    min_tpp = min(x for _, x in axes["tokens_per_param"])
+    min_tpp = min((x for _, x in axes["tokens_per_param"] if x is not None), default=None)
     trials = [
         _trial(dict(zip(_AXES, combo, strict=True)), sec, data, fp, budget, cpus, gpus, min_tpp, tuned)
         for combo in combos
@@ -469,10 +489,14 @@ def _trial(
     n = acct.params_non_embedding if budget["n_basis"] == "non_embedding" else acct.params_total
     train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed")}
     step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * v["seq_len"]
-    tokens = max(1, math.ceil(v["tokens_per_param"] * n / step_tokens)) * step_tokens  # whole steps, as trained
+    fixed = sec["budget"].get("tokens")  # budget.tokens: the same tokens for every trial
+    want = fixed if fixed is not None else v["tokens_per_param"] * n
+    tokens = max(1, math.ceil(want / step_tokens)) * step_tokens  # whole steps, as trained
+    if fixed is not None:
+        v["tokens_per_param"] = tokens / n
     plan = v["schedule"]
     if plan == "wsd-branches":  # every budget shares one absolute warmup: that of the smallest budget
-        smallest = max(1, math.ceil(min_tpp * n / step_tokens)) * step_tokens
+        smallest = max(1, math.ceil((fixed or min_tpp * n) / step_tokens)) * step_tokens
         train_kw.setdefault("warmup_tokens", round(train_kw.get("warmup_frac", TrainConfig.warmup_frac) * smallest))
     tcfg = TrainConfig(
         tokens=tokens,
@@ -482,17 +506,21 @@ def _trial(
         seed=v["seed"],
         **train_kw,
     )
-    trial = Trial(cfg, tcfg, data)
+    task = task_config(sec["data"], v["num_kv_pairs"])
+    trial = Trial(cfg, tcfg, data, task=task)
     flops = training_flops(cfg, v["seq_len"], tokens)
     payload = {
         "model": dataclasses.asdict(cfg),
         "train": {k: x for k, x in dataclasses.asdict(tcfg).items() if k not in RUNTIME_FIELDS},
         "data": {"fingerprint": fp} if fp else {k: x for k, x in dataclasses.asdict(data).items() if k != "cache_dir"},
+        **({"task": task.identity()} if task else {}),
+        **({"budget_tokens": fixed} if fixed is not None else {}),
         "budget": {"tokens_per_param": v["tokens_per_param"], **budget},
     } | ({"plan": plan} if plan == "wsd-branches" else {})
     digest = content_hash(payload)
     multiplier = f"{v['tokens_per_param']:g}".replace("+", "")  # 1e+06 -> 1e06: ids are path-safe
     trial_id = f"{cfg.variant}-{_label(v['size'])}-m{multiplier}-s{v['seed']}-{digest}"
+    trial_id = f"{task.tag}-{trial_id}" if task else trial_id
     return SweepTrial(
         trial_id,
         trial,
