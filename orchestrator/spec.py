@@ -29,7 +29,7 @@ from tiedattn.accounting import account, match_params, training_flops
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
 from tiedattn.model import ModelConfig
-from tiedattn.tasks import TASK_KEYS, TaskConfig, task_config
+from tiedattn.tasks import TASK_KEYS, TASKS, TaskConfig, task_config
 from tiedattn.train import TrainConfig, Trial
 
 # section -> key -> TOML type (an integer is a valid float). Anything else is an unknown key.
@@ -42,7 +42,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
     "train": {"batch_size": int, "lr": float, "schedule": str, "warmup_frac": float, "warmup_tokens": int}
     | {"min_lr_frac": float, "cooldown_frac": float, "cooldown_shape": str, "weight_decay": float}
     | {"grad_clip": float, "n_evals": int, "eval_tokens": int, "checkpoint_every_s": float, "compile": bool}
-    | {"seed": int},
+    | {"seed": int, "batch_tokens": int},  # batch_tokens: batch_size = batch_tokens // seq_len per trial
     "budget": {"tokens_basis": str, "n_basis": str, "match": str, "tokens": int},
     "resources": {"cpus": float, "gpus": float, "flops_per_s": float},
     "tune": {"sizes": list, "tokens_per_param": float, "n_trials": int, "lr_min": float, "lr_max": float}
@@ -51,7 +51,7 @@ _SECTIONS: dict[str, dict[str, type]] = {
 _TOP = {"name": str, **dict.fromkeys(_SECTIONS, dict), "sizes": dict, "grid": dict}
 _SIZE = {"d_model": int, "n_layer": int, "n_head": int, "d_ff": int}
 _AXES = {"variant": str, "size": (str, dict), "tokens_per_param": float, "seq_len": int, "pos": str}
-_AXES |= {"seed": int, "lr": float, "schedule": str, "num_kv_pairs": int}
+_AXES |= {"seed": int, "lr": float, "schedule": str, "task": str, "num_kv_pairs": int}
 _SECTIONS["train"]["lr"] = _AXES["lr"] = (float, str)  # a number, or "tuned" (orchestrator/tune.py)
 _AXIS_DEFAULT = {"seq_len": "model", "pos": "model", "seed": "train", "lr": "train", "schedule": "train"}
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
@@ -188,10 +188,11 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
         errs.add("budget.tokens", "also grid.tokens_per_param: a budget is one or the other")
     if "tokens_per_param" not in grid:  # fixed budget.tokens: tokens_per_param is what that comes to
         axes["tokens_per_param"] = [("budget.tokens", None)]
-    if "num_kv_pairs" in grid and "num_kv_pairs" in sec["data"]:
-        errs.add("grid.num_kv_pairs", "also set in [data]: keep one")
-    elif "num_kv_pairs" not in grid:
-        axes["num_kv_pairs"] = [("data.num_kv_pairs", sec["data"].get("num_kv_pairs"))]
+    for key, default in (("task", "lm"), ("num_kv_pairs", None)):  # [data] task keys a grid may vary
+        if key in grid and key in sec["data"]:
+            errs.add(f"grid.{key}", "also set in [data]: keep one")
+        elif key not in grid:
+            axes[key] = [(f"data.{key}", sec["data"].get(key, default))]
     for key, section in _AXIS_DEFAULT.items():
         if key in grid and key in sec[section] and key != "seq_len":  # [model] seq_len is the context size
             errs.add(f"grid.{key}", f"also set in [{section}]: keep one")
@@ -235,6 +236,8 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
         return _size(errs, v, where)  # None: its lines are already added
     if key == "tokens_per_param" and v is not None and not (v > 0 and math.isfinite(v)):
         raise ValueError(f"must be > 0 (a token budget of tokens_per_param x N), got {v}")
+    if key == "task" and v not in ("lm", *TASKS):
+        raise ValueError(f"must be 'lm' or one of {', '.join(TASKS)}, got '{v}'")
     if key == "pos" and v not in ("rope", "learned"):
         raise ValueError(f"must be 'rope' or 'learned', got '{v}'")
     if key == "seed" and v < 0:
@@ -273,23 +276,27 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
         if ctx is not None and T > ctx:
             kind = "learned position table" if pos == "learned" else "model context (rope cache)"
             errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
-    for (tw, T), (nw, n) in itertools.product(axes["seq_len"], axes.get("num_kv_pairs", [])):
-        task = task_config(sec["data"], n)
-        if task is None and n is not None:
-            errs.add(nw, 'only a task reads it: set data.task (e.g. "mqar")')
+    tasks = itertools.product(axes["seq_len"], axes.get("task", []), axes.get("num_kv_pairs", []))
+    for (tw, T), (kw, name), (nw, n) in tasks:
+        task = task_config({**sec["data"], "task": name}, n)
+        if (task is None or task.name != "mqar") and n is not None:
+            errs.add(nw, 'only mqar reads it: set data.task = "mqar"')
         for err in task.errors(T, _model("baseline", {}, T, "rope", sec).vocab_size) if task else []:
             field, reason = err.split(": ", 1)
-            errs.add({"seq_len": tw, "num_kv_pairs": nw, "task": "data.task"}.get(field, f"data.{field}"), reason)
+            errs.add({"seq_len": tw, "num_kv_pairs": nw, "task": kw}.get(field, f"data.{field}"), reason)
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
         lr = TrainConfig.lr if lr == TUNED else lr  # tuned rates are > 0; the schedule's checks still apply
         plain = "wsd" if schedule == "wsd-branches" else schedule  # branches are WSD runs (orchestrator/branches.py)
-        for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": plain}).errors():
+        kw = {k: x for k, x in train.items() if k != "batch_tokens"}
+        for err in TrainConfig(tokens=1, **{**kw, "lr": lr, "schedule": plain}).errors():
             field, reason = err.split(": ", 1)
             errs.add(
                 where.get(field, f"train.{field}"),
                 reason.replace("'cosine' or 'wsd', got", "'cosine', 'wsd' or 'wsd-branches', got"),
             )
+    if "batch_tokens" in train and "batch_size" in train:
+        errs.add("train.batch_tokens", "also train.batch_size: keep one")
     # Not checked by TrainConfig.errors(), but each would fail (or silently misbehave) mid-run.
     for key, ok, rule in (
         ("min_lr_frac", lambda x: 0 <= x <= 1, "in [0, 1]"),
@@ -298,6 +305,7 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
         ("n_evals", lambda x: x >= 1, ">= 1"),
         ("eval_tokens", lambda x: x >= 1, ">= 1"),
         ("warmup_tokens", lambda x: x >= 0, ">= 0"),
+        ("batch_tokens", lambda x: x >= max(T for _, T in axes["seq_len"]), ">= the longest seq_len"),
     ):
         if key in train and not ok(train[key]):
             errs.add(f"train.{key}", f"must be {rule}, got {train[key]}")
@@ -428,7 +436,8 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     if all(axes.get(k) for k in ("variant", "size", "seq_len", "pos", "lr", "schedule")):
         _combination_errors(errs, axes, sec)
     text = {k: v for k, v in sec["data"].items() if k not in TASK_KEYS}
-    fp = _data_errors(errs, text, fingerprint) if sec["data"].get("task", "lm") == "lm" else None
+    lm = any(name == "lm" for _, name in axes.get("task", []))
+    fp = _data_errors(errs, text, fingerprint) if lm else None
     if errs:
         raise SpecError(list(errs))
     data = DataConfig(**text)
@@ -487,7 +496,9 @@ def _trial(
         v["lr"] = TrainConfig.lr if tuned is None else tuned_lr(tuned, cfg.variant, _label(v["size"]), n)
     acct = account(baseline if budget["tokens_basis"] == "baseline" else cfg)
     n = acct.params_non_embedding if budget["n_basis"] == "non_embedding" else acct.params_total
-    train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed")}
+    train_kw = {k: x for k, x in sec["train"].items() if k not in ("lr", "schedule", "seed", "batch_tokens")}
+    if "batch_tokens" in sec["train"]:  # the same tokens per step at every seq_len
+        train_kw["batch_size"] = sec["train"]["batch_tokens"] // v["seq_len"]
     step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * v["seq_len"]
     fixed = sec["budget"].get("tokens")  # budget.tokens: the same tokens for every trial
     want = fixed if fixed is not None else v["tokens_per_param"] * n
@@ -506,7 +517,7 @@ def _trial(
         seed=v["seed"],
         **train_kw,
     )
-    task = task_config(sec["data"], v["num_kv_pairs"])
+    task = task_config({**sec["data"], "task": v["task"]}, v["num_kv_pairs"])
     trial = Trial(cfg, tcfg, data, task=task)
     flops = training_flops(cfg, v["seq_len"], tokens)
     payload = {

@@ -51,7 +51,7 @@ def test_demo_spec_loads():
     assert len({r["tokens_per_param"] for r in rows}) >= 3
     assert len({t.trial_id for t in trials}) == len(trials) and all(ID.fullmatch(t.trial_id) for t in trials)
     required = {f.name for f in TRIALS_SCHEMA if not f.nullable} - {"trial_id", "attempt", "status", "schema_version"}
-    assert set(rows[0]) == required | {"branch_of"}  # nullable: the trunk of a WSD branch
+    assert set(rows[0]) == required | {"branch_of", "task"}  # nullable: the trunk of a WSD branch; "lm" here
     assert all(r["corpus_fingerprint"] and r["corpus"] == "stdlib" for r in rows)
     assert all(t.trial.workdir is None and t.cpus == 1 and t.gpus == 0 for t in trials)
     # 2 one-thread trials at a time within ~5 minutes at 3.5e10 FLOP/s (its largest trials, measured

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from analysis.report import write_report
+from orchestrator.results import TRIALS_SCHEMA
+from orchestrator.spec import SpecError, load_spec
 from tests.conftest import TINY_VOCAB
 from tiedattn.model import ConfigError, ModelConfig
 from tiedattn.probes import _recall_mask, induction_set, measure
@@ -192,3 +194,53 @@ def test_accuracy_report_renders(tmp_path):
     assert "layer 0: median a = 0.500, b = -0.050 over 2 heads (1 nearest V=K, 0 nearest V=Q, 1 nearest V=Q-K)" in text
     assert (tmp_path / "report" / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "report" / "linear_v.png").stat().st_size > 0
+
+
+SPEC = """
+name = "r"
+[data]
+task = "mqar"
+vocab_size = 64
+[budget]
+tokens = 40960
+[grid]
+variant = ["QKV", "V=aQ+bK"]
+size = ["t1"]
+num_kv_pairs = [2, 4]
+seq_len = [32]
+"""
+
+
+def test_a_task_spec_expands_to_task_trials(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(SPEC)
+    sweep = load_spec(str(path))
+    assert len(sweep.trials) == 4 and len({t.trial_id for t in sweep.trials}) == 4
+    t = sweep.trials[-1]
+    assert t.trial_id.startswith("mqar-kv4-linear_v-d32l1h4-")
+    assert t.trial.task == TaskConfig(name="mqar", vocab_size=64, num_kv_pairs=4)
+    assert t.trial.model.vocab_size == 64 and t.trial.train.tokens == 40960 and t.corpus_fingerprint is None
+    row = t.row()
+    assert row["task"] == "mqar" and row["num_kv_pairs"] == 4 and row["list_len"] is None
+    assert set(row) <= set(TRIALS_SCHEMA.names)
+    lists = SPEC.replace('task = "mqar"\n', "").replace("num_kv_pairs = [2, 4]", 'task = ["copy", "sort"]')
+    path.write_text(lists.replace("vocab_size = 64", "vocab_size = 64\nlist_len = 16"))
+    assert {t.trial.task.name for t in load_spec(str(path)).trials} == {"copy", "sort"}
+
+
+def test_a_bad_task_spec_names_each_field(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        SPEC.replace("seq_len = [32]", "seq_len = [12]").replace('task = "mqar"', 'task = "mqar"\nn_val = 0')
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(str(path))
+    assert info.value.errors == [
+        f"{path}: data.n_val: must be >= 1, got 0",
+        f"{path}: grid.seq_len[0]: mqar needs an even seq_len >= 4 x num_kv_pairs = 16, got 12",
+    ]
+    path.write_text(
+        SPEC.replace('task = "mqar"\n', "").replace("vocab_size = 64", "vocab_size = 512\nmax_bytes = 1_500_000")
+    )
+    with pytest.raises(SpecError, match=r"grid.num_kv_pairs\[0\]: only mqar reads it"):
+        load_spec(str(path))
