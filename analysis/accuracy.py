@@ -12,6 +12,7 @@ same held-out set it is reported on, so the figures are slightly optimistic for 
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 
@@ -152,11 +153,12 @@ def linear_v_final(evals: Columns) -> list[dict]:
         return []
     last: dict[str, int] = {}
     for i, (trial, a) in enumerate(zip(evals["trial_id"], evals["linear_v_a"], strict=True)):
-        if a is not None and (trial not in last or evals["step"][i] > evals["step"][last[trial]]):
+        if isinstance(a, str) and (trial not in last or evals["step"][i] > evals["step"][last[trial]]):
             last[trial] = i
     out = []
     for trial, i in sorted(last.items()):
-        for layer, (a_l, b_l) in enumerate(zip(evals["linear_v_a"][i], evals["linear_v_b"][i], strict=True)):
+        a_h, b_h = json.loads(evals["linear_v_a"][i]), json.loads(evals["linear_v_b"][i])
+        for layer, (a_l, b_l) in enumerate(zip(a_h, b_h, strict=True)):
             for head, (a, b) in enumerate(zip(a_l, b_l, strict=True)):
                 out.append(dict(trial_id=str(trial), layer=layer, head=head, a=float(a), b=float(b)))
     return out

@@ -118,13 +118,16 @@ EVALS_SCHEMA = pa.schema(
         _col("val_loss", pa.float64()),
         _col("lr", pa.float64(), "learning rate at this step"),
         _col("val_accuracy", pa.float64(), "argmax token accuracy on the validation targets (tasks: answers only)"),
-        _col("val_accuracy_by_position", pa.list_(pa.float64()), "mqar: accuracy per quarter of the query region"),
+        *(
+            _col(f"val_accuracy_pos{i}", pa.float64(), f"mqar: accuracy in quarter {i} of the query region")
+            for i in range(4)
+        ),
         _col("recall_loss", pa.float64(), "lm: val loss where the bigram (x_t, y_t) already occurred in context"),
         _col("recall_accuracy", pa.float64(), "lm: accuracy at those in-context recall positions"),
         _col("induction_loss", pa.float64(), "lm: loss on the 2nd copy of a repeated random sequence"),
         _col("induction_accuracy", pa.float64(), "lm: accuracy on that 2nd copy"),
-        _col("linear_v_a", pa.list_(pa.list_(pa.float64())), "V=aQ+bK: a per layer, per head; null otherwise"),
-        _col("linear_v_b", pa.list_(pa.list_(pa.float64())), "V=aQ+bK: b per layer, per head; null otherwise"),
+        _col("linear_v_a", pa.string(), "V=aQ+bK: JSON [layer][head] of a; null otherwise"),
+        _col("linear_v_b", pa.string(), "V=aQ+bK: JSON [layer][head] of b; null otherwise"),
     ],
     metadata=_META,
 )

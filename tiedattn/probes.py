@@ -16,6 +16,7 @@ Every function here runs at every eval, so each is one pass over a small fixed s
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
@@ -47,7 +48,8 @@ def measure(
     recall: bool = False,
 ) -> dict:
     """val_loss and val_accuracy over non-ignored targets; with `buckets` ((T,) bucket per position)
-    val_accuracy_by_position; with `recall`, recall_accuracy and recall_loss (text probes)."""
+    val_accuracy_pos0..3 (per quarter of the query region); with `recall`, recall_accuracy and
+    recall_loss (text probes)."""
     model.eval()
     loss_sum = correct = count = 0.0
     rec_loss = rec_correct = rec_count = 0.0
@@ -74,8 +76,8 @@ def measure(
     model.train()
     out = {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
     if buckets is not None:
-        pairs = zip(b_correct.tolist(), b_count.tolist(), strict=True)
-        out["val_accuracy_by_position"] = [c / n if n else math.nan for c, n in pairs]
+        pairs = enumerate(zip(b_correct.tolist(), b_count.tolist(), strict=True))
+        out |= {f"val_accuracy_pos{i}": c / n if n else math.nan for i, (c, n) in pairs}
     if recall:
         out["recall_loss"] = rec_loss / rec_count if rec_count else math.nan
         out["recall_accuracy"] = rec_correct / rec_count if rec_count else math.nan
@@ -100,11 +102,12 @@ def induction(model: torch.nn.Module, probe: tuple, device: str, autocast: Calla
 
 
 def linear_v_coefficients(model: torch.nn.Module) -> dict:
-    """{'linear_v_a': [[a_h per head] per layer], 'linear_v_b': ...} for V = aQ + bK models, else {}."""
+    """{'linear_v_a': '[[a_h per head] per layer]', 'linear_v_b': ...} as JSON text for V = aQ + bK
+    models, else {}. Text, not Parquet lists: pyarrow's joins (results.read_evals) take no list columns."""
     attns = [m for m in model.modules() if hasattr(m, "v_a")]
     if not attns:
         return {}
     return {
-        "linear_v_a": [m.v_a.detach().float().cpu().tolist() for m in attns],
-        "linear_v_b": [m.v_b.detach().float().cpu().tolist() for m in attns],
+        "linear_v_a": json.dumps([m.v_a.detach().float().cpu().tolist() for m in attns]),
+        "linear_v_b": json.dumps([m.v_b.detach().float().cpu().tolist() for m in attns]),
     }

@@ -118,7 +118,7 @@ def task_config(table: dict, num_kv_pairs: int | None = None) -> TaskConfig | No
 
 # Sensible defaults for `tiedsweep train --task` without --tokens/--lr/--batch-size. Measured on 2
 # cores (README): QKV d=64 L=2 H=4, 8 pairs, seq_len 64 passes 0.99 held-out accuracy well inside this.
-TRAIN_DEFAULTS = {"steps": 1500, "batch_size": 64, "lr": 3e-3}
+TRAIN_DEFAULTS = {"steps": 3000, "batch_size": 64, "lr": 3e-3}
 
 
 def mqar(cfg: TaskConfig, seq_len: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
