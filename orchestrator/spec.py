@@ -440,7 +440,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     fp = _data_errors(errs, text, fingerprint) if lm else None
     if errs:
         raise SpecError(list(errs))
-    data = DataConfig(**text)
+    data = DataConfig(**{k: v for k, v in text.items() if lm or k != "vocab_size"})  # tasks: vocab is the task's
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
     combos = itertools.product(*(axes[k] for k in _AXES))
     min_tpp = min((x for _, x in axes["tokens_per_param"] if x is not None), default=None)

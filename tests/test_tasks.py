@@ -231,6 +231,7 @@ def test_a_task_spec_expands_to_task_trials(tmp_path):
     assert t.trial.model.vocab_size == 64 and t.trial.train.tokens == 40960 and t.corpus_fingerprint is None
     row = t.row()
     assert row["task"] == "mqar" and row["num_kv_pairs"] == 4 and row["list_len"] is None
+    assert row["corpus"] == "task:mqar" and row["corpus_fingerprint"] == t.trial.task.fingerprint
     assert set(row) <= set(TRIALS_SCHEMA.names)
     lists = SPEC.replace('task = "mqar"\n', "").replace("num_kv_pairs = [2, 4]", 'task = ["copy", "sort"]')
     path.write_text(lists.replace("vocab_size = 64", "vocab_size = 64\nlist_len = 16"))

@@ -26,6 +26,8 @@ definitions, chosen so that each needs attention to a position other than the on
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -82,10 +84,18 @@ class TaskConfig:
         """Short name for trial ids: mqar-kv8, sort-l16."""
         return f"mqar-kv{self.num_kv_pairs}" if self.name == "mqar" else f"{self.name}-l{self.list_len}"
 
+    @property
+    def fingerprint(self) -> str:
+        """Names the data stream as a corpus fingerprint does: equal means the same examples."""
+        return "task-" + hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
     def row(self) -> dict:
-        """The task's columns of a results row: its name and its difficulty options (others null)."""
+        """The task's columns of a results row: its name and its difficulty options (others null);
+        corpus and corpus_fingerprint name the task, since it has no text."""
         mqar = self.name == "mqar"
         return {
+            "corpus": f"task:{self.name}",
+            "corpus_fingerprint": self.fingerprint,
             "task": self.name,
             "task_vocab_size": self.vocab_size,
             "num_kv_pairs": self.num_kv_pairs if mqar else None,

@@ -331,7 +331,7 @@ def train(
         "resumed_from_step": state["resumed_from"],
         "tokens_per_s": (state["step"] - start_step) * tokens_per_step / max(seg_s, 1e-9),
         "wall_s": state["wall_s"] + (time.time() - t_start),
-        "corpus_fingerprint": data.fingerprint if data is not None else None,
+        "corpus_fingerprint": data.fingerprint if data is not None else task.fingerprint,
         "device": device,
         "error": error,
     }
