@@ -277,13 +277,13 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
             kind = "learned position table" if pos == "learned" else "model context (rope cache)"
             errs.add(tw, f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
     tasks = itertools.product(axes["seq_len"], axes.get("task", []), axes.get("num_kv_pairs", []))
-    for (tw, T), (kw, name), (nw, n) in tasks:
+    for (tw, T), (aw, name), (nw, n) in tasks:
         task = task_config({**sec["data"], "task": name}, n)
         if (task is None or task.name != "mqar") and n is not None:
             errs.add(nw, 'only mqar reads it: set data.task = "mqar"')
         for err in task.errors(T, _model("baseline", {}, T, "rope", sec).vocab_size) if task else []:
             field, reason = err.split(": ", 1)
-            errs.add({"seq_len": tw, "num_kv_pairs": nw, "task": kw}.get(field, f"data.{field}"), reason)
+            errs.add({"seq_len": tw, "num_kv_pairs": nw, "task": aw}.get(field, f"data.{field}"), reason)
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
         lr = TrainConfig.lr if lr == TUNED else lr  # tuned rates are > 0; the schedule's checks still apply
