@@ -16,11 +16,11 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from analysis import AnalysisError
+from analysis.cells import table_cells
 from analysis.laws import flops_6nd
 from records.layout import is_local
 from records.manifest import ResultsVersionError
 from records.store import planned_trials, read_evals
-from analysis.cells import table_cells
 
 Columns = dict[str, np.ndarray]
 N_KINDS = ("non_embedding", "total")
