@@ -226,7 +226,7 @@ def test_a_task_spec_expands_to_task_trials(tmp_path):
     sweep = load_spec(str(path))
     assert len(sweep.trials) == 4 and len({t.trial_id for t in sweep.trials}) == 4
     t = sweep.trials[-1]
-    assert t.trial_id.startswith("mqar-kv4-linear_v-d32l1h4-")
+    assert t.trial_id.startswith("mqar-kv4-linear_v-d32l1h4f128-")  # shape labels carry d_ff (issue 8)
     assert t.trial.task == TaskConfig(name="mqar", vocab_size=64, num_kv_pairs=4)
     assert t.trial.model.vocab_size == 64 and t.trial.train.tokens == 40960 and t.corpus_fingerprint is None
     row = t.row()
