@@ -36,7 +36,9 @@ def branch_step(tokens: int, tokens_per_step: int, cooldown_frac: float) -> int:
 def _id(st: SweepTrial, role: str, depends_on: str | None = None) -> str:
     t = st.trial
     data = data_key(t.data, st.corpus_fingerprint)
-    return trial_id(t.model, t.train, data, st.budget, shape_id=st.shape_id, role=role, depends_on=depends_on)
+    return trial_id(
+        t.model, t.train, data, st.budget, shape_id=st.shape_id, role=role, depends_on=depends_on, task=t.task
+    )
 
 
 def plan_branches(trials: list[SweepTrial]) -> list[SweepTrial]:

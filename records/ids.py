@@ -21,6 +21,7 @@ import json
 
 from tiedattn.data import DATA_RUNTIME_FIELDS, DataConfig
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import TaskConfig
 from tiedattn.train import RUNTIME_FIELDS, TrainConfig
 
 # Bump when a code change (model, init, schedule, loss, data packing, id scheme) changes results or
@@ -56,6 +57,7 @@ def trial_id(
     shape_id: str,
     role: str = "trial",
     depends_on: str | None = None,
+    task: TaskConfig | None = None,
 ) -> str:
     """The id of a trial (role "trial"), a WSD trunk ("trunk"), a cooldown branch ("branch", with its
     trunk's id as depends_on) or a tuning proxy ("proxy", whose lr is the tuner's to pick).
@@ -63,6 +65,9 @@ def trial_id(
     data: data_key(...); budget: {"tokens_per_param", "tokens_basis", "n_basis", "match"}.
     A trunk's id leaves out its length (tokens, tokens_per_param): a larger budget extends it, and
     its branches' id of it (role "trunk" on a branch's own config) is the trunk's id.
+    task: a synthetic task (tiedattn.tasks) instead of the text: the options it reads join the hash
+    and its tag (mqar-kv8, sort-l16) leads the id. A text trial's payload has no task key, so its id
+    is what it was before tasks existed (RESULTS_VERSION unchanged).
     """
     train_d = {k: v for k, v in dataclasses.asdict(train).items() if k not in RUNTIME_FIELDS}
     budget = dict(budget)
@@ -72,13 +77,14 @@ def trial_id(
     if role == "proxy":
         train_d.pop("lr")
     payload = {"model": dataclasses.asdict(model), "train": train_d, "data": data, "budget": budget, "role": role}
+    payload |= {"task": task.identity()} if task is not None else {}
     digest = content_hash(payload | ({"depends_on": depends_on} if depends_on else {}))
     v, seed = model.variant, train.seed
     prefix = {
         "trunk": f"trunk-{v}-{shape_id}-s{seed}",
         "proxy": f"tune-{v}-{shape_id}",
     }.get(role, f"{v}-{shape_id}-m{_tpp(budget.get('tokens_per_param', 0))}-s{seed}")
-    return f"{prefix}-{digest}"
+    return f"{task.tag}-{prefix}-{digest}" if task is not None else f"{prefix}-{digest}"
 
 
 def cell_id(shape_id: str, coordinates: dict, fixed: dict) -> str:
