@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 
 from orchestrator.branches import plan_branches
@@ -124,12 +125,18 @@ def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dic
 
 
 def expand(axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple[float, float],
-           tuned: dict | None = None) -> list[SweepTrial]:  # fmt: skip
-    """Every trial of the grid (axes: axis -> [(where, value)]), WSD branches planned onto trunks."""
+           tuned: dict | None = None, exclude: list[dict[str, set[str]]] = ()) -> list[SweepTrial]:  # fmt: skip
+    """Every trial of the grid (axes: axis -> [(where, value)]) but the points an `exclude` rule
+    matches on all its axes (values as canonical JSON), WSD branches planned onto trunks."""
     min_budget = min((x for _, x in axes["tokens_per_param"] if x is not None), default=None)  # None: budget.tokens
     combos = itertools.product(*(axes[k] for k in AXES))
-    points = (dict(zip(AXES, (x for _, x in combo), strict=True)) for combo in combos)
+    points = [dict(zip(AXES, (x for _, x in combo), strict=True)) for combo in combos]
+    points = [p for p in points if not any(_matches(p, rule) for rule in exclude)]
     return plan_branches([_trial(p, sec, data, fp, budget, res, min_budget, tuned) for p in points])
+
+
+def _matches(point: dict, rule: dict[str, set[str]]) -> bool:
+    return all(json.dumps(point[k], sort_keys=True) in values for k, values in rule.items())
 
 
 def shapes_of(size: dict, axes: dict, sec: dict) -> list[ModelConfig]:

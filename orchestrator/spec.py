@@ -136,7 +136,7 @@ def _size(errs: _Errors, table: dict, where: str) -> dict | None:
 
 def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tuple[str, object]]]:
     """axis -> [(where the value came from, value)], each value type-checked and canonical."""
-    grid = top.get("grid", {})
+    grid = {k: v for k, v in top.get("grid", {}).items() if k != "exclude"}
     axes: dict[str, list[tuple[str, object]]] = {}
     for key, values in grid.items():
         if key not in _AXES:
@@ -191,6 +191,41 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
         if "d_ff" in size:
             errs.add(f"{where}.d_ff", "also set in grid.d_ff: keep one")
     return checked
+
+
+def _exclusions(errs: _Errors, top: dict, axes: dict, sizes: dict) -> list[dict[str, set[str]]]:
+    """grid.exclude: a list of tables {axis: value or [values]}; a grid point is left out when it
+    matches every key of one table (e.g. { size = "t3", tokens_per_param = [256, 1000] }). Each value
+    must be one the grid's axis lists. Returned as axis -> canonical JSON of the excluded values."""
+    rules = top.get("grid", {}).get("exclude", [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
+        errs.add("grid.exclude", 'must be a list of tables, e.g. [{ size = "t3", tokens_per_param = [256] }]')
+        return []
+    out = []
+    for i, rule in enumerate(rules):
+        keep: dict[str, set[str]] = {}
+        for key, given in rule.items():
+            where = f"grid.exclude[{i}].{key}"
+            if key not in axes or key not in top["grid"]:
+                errs.add(where, f"not a grid axis of this spec (the grid lists {', '.join(sorted(axes))})")
+                continue
+            listed = {json.dumps(v, sort_keys=True) for _, v in axes[key]}
+            keep[key] = set()
+            for v in given if isinstance(given, list) else [given]:
+                if not _type_ok(v, _AXES[key]):
+                    errs.add(where, _bad_type(v, _AXES[key]))
+                    continue
+                try:
+                    v = float(v) if _AXES[key] is float else v
+                    canon = json.dumps(_canonical(key, v, where, errs, sizes), sort_keys=True)
+                except ValueError as e:
+                    errs.add(where, str(e).removeprefix("variant: "))
+                    continue
+                if canon not in listed:
+                    errs.add(where, f"{json.dumps(v)} is not in grid.{key}: it excludes nothing")
+                keep[key].add(canon)
+        out.append(keep)
+    return out
 
 
 def _axis_default(key: str, section: str):
@@ -381,6 +416,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         else:
             sizes[name] = _size(errs, table, f"sizes.{name}")
     axes = _axes(errs, top, sec, sizes)
+    exclude = _exclusions(errs, top, axes, sizes)
     shapes = all(axes.get(k) for k in ("size", "seq_len", *MODEL_AXES))  # every shape of the grid is known
     tune = _tune_section(errs, sec["tune"], axes, sizes, sec) if shapes else TuneConfig()
     for where, _ in (x for x in axes.get("lr", []) if x[1] == TUNED):
@@ -398,7 +434,9 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         raise SpecError(list(errs))
     data = DataConfig(**{k: v for k, v in text.items() if lm or k != "vocab_size"})  # tasks: vocab is the task's
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
-    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned)  # WSD branches planned there
+    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned, exclude)  # WSD branches planned there
+    if not trials:
+        raise SpecError(["grid.exclude: leaves no trials"])
     # [resources] workers: data-parallel workers for the trials of at least workers_from_flops (not in ids)
     trials = [dataclasses.replace(t, workers=workers) if t.flops >= workers_from else t for t in trials]
     for t in trials:
