@@ -121,7 +121,7 @@ def test_grid_exclude_leaves_out_matching_points_and_keeps_the_other_ids(tmp_pat
     assert len(errors) == 3, errors
     assert any("grid.exclude[1].tokens_per_param" in e and "excludes nothing" in e for e in errors), errors
     assert any("grid.exclude[2].seed" in e and "not a grid axis" in e for e in errors), errors
-    assert "leaves no trials" in _errors(tmp_path, BASE + '\nexclude = [{ tokens_per_param = [1, 10] }]\n')[0]
+    assert "leaves no trials" in _errors(tmp_path, BASE + "\nexclude = [{ tokens_per_param = [1, 10] }]\n")[0]
 
 
 def test_token_budgets_baseline_vs_own(tmp_path):
