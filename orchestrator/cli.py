@@ -55,11 +55,15 @@ def _pool(args: argparse.Namespace, trials: list):
     return pool
 
 
-def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts) -> int:
+def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts, accepted=lambda: None) -> int:
+    """Connect, check the trials against the cluster, then (only once both passed) call accepted()
+    and run: a refused run writes nothing."""
     from orchestrator.runner import run_trials
 
     try:
-        counts = run_trials(sweep_name, trials, args.results, opts, git_sha(), _pool(args, trials))
+        pool = _pool(args, trials)
+        accepted()
+        counts = run_trials(sweep_name, trials, args.results, opts, git_sha(), pool)
     except (SchedulingError, ResultsVersionError) as e:
         return _fail(str(e))
     print(
@@ -97,8 +101,11 @@ def run_cmd(args: argparse.Namespace) -> int:
     except ResultsVersionError as e:
         return _fail(str(e))
     with open(args.spec) as f:
-        write_manifest(args.results, sweep, f.read())
-    code = _execute(sweep.name, sweep.trials, args, _run_options(args))
+        spec_text = f.read()
+    # The manifest is written once the cluster has accepted the run (reachable, resources that fit):
+    # a refused run leaves the previous manifest, and with it `status` and `report`, as they were.
+    code = _execute(sweep.name, sweep.trials, args, _run_options(args),
+                    accepted=lambda: write_manifest(args.results, sweep, spec_text))  # fmt: skip
     args.ran_sweep = sweep.name  # `--report`: tiedsweep.cli writes it (the orchestrator never imports analysis)
     return code
 

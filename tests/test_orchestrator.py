@@ -103,6 +103,21 @@ def test_sweep_runs_once_and_extends(local_ray, cache_dir, tmp_path, capsys):
     status = json.loads(capsys.readouterr().out)["t"]
     assert status["totals"] == {"completed": 6} and status["tokens_left"] == 0
 
+    # A refused run (resources no node has) writes nothing: the manifest, status and report stand.
+    manifest = (results / "manifests" / "t.json").read_bytes()
+    write_spec(tmp_path / "big.toml", cache_dir, cpus=64)
+    assert main(["run", str(tmp_path / "big.toml"), "--results", str(results)]) == 2
+    assert (results / "manifests" / "t.json").read_bytes() == manifest
+    # An accepted spec that drops cells: their rows are still shown, as trials of an earlier spec.
+    write_spec(spec, cache_dir, multipliers=(2,))
+    assert main(["run", str(spec), "--results", str(results), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(results), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["t"]
+    assert status["totals"] == {"completed": 2} and status["earlier"] == {"completed": 4}
+    assert main(["status", str(results)]) == 0
+    assert "earlier specs: 4 completed" in capsys.readouterr().out
+
 
 def test_killed_worker_is_retried_and_resumes_exactly(local_ray, cache_dir, tmp_path):
     results = tmp_path / "results"
