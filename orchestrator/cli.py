@@ -16,7 +16,7 @@ import sys
 from orchestrator.plan import dry_run_table
 from orchestrator.pool import SchedulingError
 from orchestrator.spec import SpecError, Sweep, load_spec, tuned_for_spec
-from records.manifest import ResultsVersionError, read_manifest_doc
+from records.manifest import ManifestError, read_manifest_doc
 from records.tuning import lr_path
 
 DEFAULT_RESULTS = "results"
@@ -64,7 +64,7 @@ def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts, acce
         pool = _pool(args, trials)
         accepted()
         counts = run_trials(sweep_name, trials, args.results, opts, git_sha(), pool)
-    except (SchedulingError, ResultsVersionError) as e:
+    except (SchedulingError, ManifestError) as e:
         return _fail(str(e))
     print(
         f"{sweep_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
@@ -98,7 +98,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         read_manifest_doc(args.results, sweep.name)
     except FileNotFoundError:
         pass
-    except ResultsVersionError as e:
+    except ManifestError as e:
         return _fail(str(e))
     with open(args.spec) as f:
         spec_text = f.read()
@@ -136,7 +136,7 @@ def resume_cmd(args: argparse.Namespace) -> int:
             _, trials = read_manifest(args.results, name)
         except FileNotFoundError:
             return _fail(f"{args.results}: no manifest for sweep '{name}'")
-        except ResultsVersionError as e:
+        except ManifestError as e:
             return _fail(str(e))
         worst = max(worst, _execute(name, trials, args, _run_options(args, retry=frozenset(retry))))
     return worst
@@ -178,7 +178,7 @@ def status_cmd(args: argparse.Namespace) -> int:
 
     try:
         report = sweep_status(args.results, args.sweep)
-    except (FileNotFoundError, ResultsVersionError) as e:
+    except (FileNotFoundError, ManifestError) as e:
         return _fail(str(e))
     print(json.dumps(report) if args.json else format_status(report))
     return 0
