@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+from orchestrator.argcheck import at_least, unreachable
 from orchestrator.plan import dry_run_table
 from orchestrator.pool import SchedulingError
 from orchestrator.spec import SpecError, Sweep, load_spec, tuned_for_spec
@@ -159,6 +160,8 @@ def submit_cmd(args: argparse.Namespace) -> int:
     spec = os.path.relpath(os.path.abspath(args.spec), root)
     if spec.startswith(".."):
         return _fail(f"{args.spec}: the spec must live inside {root} (it is uploaded as the job's working_dir)")
+    if why := unreachable(args.address):
+        return _fail(f"cannot reach the cluster: {why}")
     python = sys.executable if args.python is None else args.python
     entry = [python, "-m", "tiedsweep", "run", spec, "--results", args.results, "--address", "auto"]
     entry += ["--order", args.order, "--max-retries", str(args.max_retries)]
@@ -193,8 +196,6 @@ def tune_cmd(args: argparse.Namespace) -> int:
         return _fail(str(e))
     if "://" in args.results and not args.results.startswith("file://"):
         return _fail(f"--results: tuning needs a filesystem path (shared by every node), got '{args.results}'")
-    if args.n_trials is not None and args.n_trials < 1:
-        return _fail(f"--n-trials: must be >= 1, got {args.n_trials}")
     if args.dry_run:
         print(plan(sweep, args.results, args.n_trials))
         return 0
@@ -240,6 +241,8 @@ def tokenize_cmd(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         split_seed=args.split_seed,
     )
+    if why := unreachable(args.address):
+        return _fail(f"cannot connect to Ray: {why}")
     t0 = time.time()
     try:
         m = tokenize(cfg, args.out, workers=args.workers, address=args.address)
@@ -265,10 +268,10 @@ def _train_workers(trial, workers: int, progress=None):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster (auto, HOST:6379, ray://...); default: embedded")
     p.add_argument("--order", choices=["largest", "smallest"], default="largest", help="cost order of trials")
-    p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials in flight")
-    p.add_argument("--max-retries", type=int, default=3, help="re-runs of a trial whose worker or node died")
+    p.add_argument("--max-concurrent", type=at_least(1), default=None, help="cap on trials in flight")
+    p.add_argument("--max-retries", type=at_least(0), default=3, help="re-runs of a trial whose worker or node died")
     p.add_argument("--checkpoint-dir", default=None, help="default RESULTS/checkpoints (shared storage)")
-    p.add_argument("--num-cpus", type=int, default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--num-cpus", type=at_least(1), default=None, help="embedded Ray: CPUs to use (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -294,8 +297,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
     p.add_argument("--results", required=True, help="shared path or URI every node reaches")
     p.add_argument("--order", choices=["largest", "smallest"], default="largest")
-    p.add_argument("--max-concurrent", type=int, default=None)
-    p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("--max-concurrent", type=at_least(1), default=None)
+    p.add_argument("--max-retries", type=at_least(0), default=3)
     p.add_argument("--job-id", default=None, help="submission id (default: Ray picks one)")
     p.add_argument("--python", default=None, help="python on the cluster (default: this one's path)")
     p.add_argument("--no-wait", action="store_true", help="return once submitted")
@@ -311,8 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
     p.add_argument("--address", default=None, help="Ray cluster (auto, HOST:6379, ray://...); default: embedded")
-    p.add_argument("--num-cpus", type=int, default=None, help="embedded Ray: CPUs to use (default all)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials per study, earlier runs' included")
+    p.add_argument("--num-cpus", type=at_least(1), default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--n-trials", type=at_least(1), default=None, help="trials per study, earlier runs' included")
     p.add_argument("--dry-run", action="store_true", help="print the studies and their compute; run nothing")
     p.add_argument("--quiet", action="store_true", help="no line per finished proxy")
     p.set_defaults(func=tune_cmd)
@@ -325,8 +328,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", default="bpe", help="'bpe' (train one on a sample) or a tokenizer.json path")
     p.add_argument("--vocab-size", type=int, default=4096, help="for --tokenizer bpe")
     p.add_argument("--val-fraction", type=float, default=0.02)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="tokenizer actors (one CPU each)")
+    p.add_argument("--split-seed", type=at_least(0), default=0)
+    p.add_argument("--workers", type=at_least(1), default=2, help="tokenizer actors (one CPU each)")
     p.add_argument("--address", default=None, help="Ray cluster (default: a local Ray)")
     p.set_defaults(func=tokenize_cmd)
 
