@@ -106,8 +106,10 @@ def test_the_manifest_is_versioned(tmp_path):
         ('{"results_version": 2, "name": "s", "trials": [', "not a manifest (invalid JSON"),
         ('{"results_version": 2, "name": "s", "spec_path": "", "trials": []}', "manifest lacks spec_text"),
         ('{"results_version": 2, "format": 9, "name": "s", "trials": []}', "manifest format 9"),
-        ('{"results_version": 2, "name": "s", "spec_path": "", "spec_text": "", "trials": [{"trial_id": "x"}]}',
-         "trials[0] does not match"),
+        (
+            '{"results_version": 2, "name": "s", "spec_path": "", "spec_text": "", "trials": [{"trial_id": "x"}]}',
+            "trials[0] does not match",
+        ),
     ],
 )
 def test_damaged_manifest_is_refused_in_one_line(tmp_path, capsys, content, says):

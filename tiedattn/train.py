@@ -34,6 +34,8 @@ from tiedattn.attention import parse_variant
 from tiedattn.data import Batches, DataConfig, TokenData, prepare_data, val_batches
 from tiedattn.model import GPT, ConfigError, ModelConfig
 
+MAX_BATCH = 1 << 20  # sequences per step: 8x the ~128k of the largest published runs (4k x 32k-token)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -60,6 +62,15 @@ class TrainConfig:
     peak_tflops: float | None = None  # per device, for mfu; None: accounting.PEAK_TFLOPS_BF16 by device name
 
     def errors(self) -> list[str]:
+        # inf and nan pass `lr > 0`-style checks one way or the other; a non-finite number gets one line
+        floats = ("lr", "warmup_frac", "min_lr_frac", "cooldown_frac", "weight_decay", "grad_clip")
+        infinite = [f"{name}: must be a finite number, got {getattr(self, name)}" for name in floats
+                    if not math.isfinite(getattr(self, name))]  # fmt: skip
+        if infinite:
+            return infinite + [e for e in self._errors() if e.split(":")[0] not in floats]
+        return self._errors()
+
+    def _errors(self) -> list[str]:
         errs = []
         if self.tokens <= 0:
             errs.append(f"tokens: must be > 0, got {self.tokens}")
@@ -80,6 +91,7 @@ class TrainConfig:
             ("grad_clip", self.grad_clip > 0, "> 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("n_evals", self.n_evals >= 1, ">= 1"),
+            ("batch_size", self.batch_size <= MAX_BATCH, f"<= {MAX_BATCH:,} sequences (a typo?)"),
             ("eval_tokens", self.eval_tokens >= 1, ">= 1"),
             ("warmup_tokens", self.warmup_tokens is None or self.warmup_tokens >= 0, ">= 0"),
         ):
