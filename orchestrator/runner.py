@@ -4,7 +4,8 @@ orchestrator/raybackend/pool.py) and drive() keeps it busy.
 
 At most `max_concurrent` trials are in flight, largest cost first (or smallest); each outcome is
 written as a Parquet row as soon as it comes back, and failures come back as values. A trial whose
-worker or node dies is re-run by the pool and resumes from its checkpoint. Ctrl-C (or SIGTERM) asks
+worker or node dies is re-run by the pool and resumes from its checkpoint. Ctrl-C (SIGINT, even one
+the driver inherited as ignored, or SIGTERM) asks
 every running trial to checkpoint and stop; they are recorded as interrupted and `tiedsweep
 resume` continues them.
 """
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from orchestrator.execute import Paths, execute
@@ -211,17 +213,13 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
     slots = (pool.slots(st.cpus * st.workers, st.gpus * st.workers) for st in todo)  # a trial's workers together
     cap = opts.max_concurrent or 1 + max(slots, default=1)
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM acts as Ctrl-C
-    with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:
+    leases = LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases()
+    with interrupt_signals(), leases as keeper:
         run = _SweepRun(sweep, todo, results_dir, opts, git_sha, keeper, progress, latest)
         try:
             drive(pool, cap, run.take, run.done, run.more, tick=progress.show)
         except KeyboardInterrupt:
             run.interrupt(pool)
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
     progress.show(0, force=True)
     if not opts.quiet:
         sys.stderr.write("\n")
@@ -238,6 +236,23 @@ def _leased_elsewhere(results_dir: str, sweep: str, trial_id: str, keeper) -> bo
 
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_signals() -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt in the driver, whatever it inherited. A
+    shell starts a background job (`cmd &`), and some CI runners their steps, with SIGINT ignored;
+    Python then keeps it ignored, and Ctrl-C or `kill -INT` would do nothing. The previous handlers
+    come back on exit. Main thread only (Python sets signal handlers nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _NoLeases:

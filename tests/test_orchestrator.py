@@ -151,12 +151,13 @@ def test_killed_worker_is_retried_and_resumes_exactly(local_ray, cache_dir, tmp_
     assert abs(row["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
 
 
-def _driver(args: list[str], env: dict | None = None) -> subprocess.Popen:
+def _driver(args: list[str], env: dict | None = None, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tiedsweep", *args],
         cwd=ROOT,
         env=env,
         start_new_session=True,
+        preexec_fn=preexec_fn,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -192,9 +193,12 @@ def test_killed_driver_then_resume_completes_each_trial_once(cache_dir, tmp_path
 
 
 def test_ctrl_c_checkpoints_and_records_interrupted(cache_dir, tmp_path):
+    """The driver inherits SIGINT ignored, as a background job (`cmd &`) and some CI shells start it:
+    the runner's own handler makes Ctrl-C work anyway (and the same handler serves a terminal)."""
     results = tmp_path / "results"
     spec = write_spec(tmp_path / "s.toml", cache_dir, name="cc", variants=("QKV",), multipliers=(200,))
-    driver = _driver(["run", str(spec), "--results", str(results), "--num-cpus", "2"])
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    driver = _driver(["run", str(spec), "--results", str(results), "--num-cpus", "2"], preexec_fn=ignore_sigint)
     ckpt = next(iter([results / "checkpoints" / "cc"]))
     deadline = time.time() + 120
     while time.time() < deadline and not list(ckpt.glob("*/checkpoint.pt")):
