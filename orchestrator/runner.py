@@ -31,6 +31,9 @@ from orchestrator.sweep import SweepTrial
 from records.layout import checkpoints_dir, log_path
 from records.store import next_attempt, read_trials, write_attempt
 
+# Waits between tries of a result write (shared storage hiccups) before the driver gives up: ~15 s.
+WRITE_RETRY_S = (1.0, 2.0, 4.0, 8.0)
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -154,13 +157,16 @@ class _SweepRun:
             self.record(st, st.failed_row(attempt, f"{type(value).__name__}: {value}"), [])
 
     def record(self, st: SweepTrial, row: dict, evals: list[dict]) -> None:
-        for wait in (1, 2, 4, 8, None):  # shared storage hiccups: retry before giving up the driver
+        key = uuid.uuid4().hex[:8]  # every try writes the same files: a retry leaves no orphan evals file
+        for wait in (*WRITE_RETRY_S, None):  # shared storage hiccups: retry before giving up the driver
             try:
-                write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals)
+                write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals, key=key)
                 break
-            except OSError:
+            except OSError as e:
                 if wait is None:
                     raise
+                _log(self.results_dir, self.sweep, st.trial_id, f"driver: writing the result failed ({e}); "
+                     f"retrying in {wait:g} s")  # fmt: skip
                 time.sleep(wait)
         self.keeper.release(self.sweep, st.trial_id)
         self.progress.done(row, st.flops)
@@ -220,6 +226,10 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
             drive(pool, cap, run.take, run.done, run.more, tick=progress.show)
         except KeyboardInterrupt:
             run.interrupt(pool)
+        except OSError:  # a result that cannot be written (a full disk): stop the rest at their checkpoints
+            for key in list(run.running):
+                pool.cancel(key)
+            raise
     progress.show(0, force=True)
     if not opts.quiet:
         sys.stderr.write("\n")
@@ -232,6 +242,16 @@ def _leased_elsewhere(results_dir: str, sweep: str, trial_id: str, keeper) -> bo
         return False
     lease = read_lease(results_dir, sweep, trial_id)
     return lease is not None and time.time() - lease.heartbeat < keeper.ttl_s and owner_alive(lease.owner)
+
+
+def _log(results_dir: str, sweep: str, trial_id: str, message: str) -> None:
+    """A line in the trial's log (the worker's lines are there too); never an error of its own."""
+    path = log_path(results_dir, sweep, trial_id)
+    if path is None:  # an object store: no logs
+        return
+    with contextlib.suppress(OSError):
+        with open(path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
 
 
 def _raise_interrupt(signum, frame) -> None:

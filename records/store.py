@@ -88,8 +88,11 @@ def _write_atomic(filesystem: pafs.FileSystem, directory: str, name: str, table:
         raise
 
 
-def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict]) -> None:
+def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict], key: str | None = None) -> None:
     """Write one attempt's outcome row and eval rows: evals file first, then the trials file.
+
+    key names the files (default: a fresh one): a retry that passes the key of the failed try
+    replaces what that try wrote (an evals file without its trials row) instead of adding to it.
 
     Missing nullable keys become null; unknown keys, missing required keys or bad enum values raise
     ValueError before anything is written. Eval rows inherit trial_id and attempt from trial_row.
@@ -113,7 +116,7 @@ def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list
     evals = _to_table([{**e, **ident} for e in eval_rows], EVALS_SCHEMA, "eval row")
 
     filesystem, base = filesystem_for(results_dir)
-    name = f"part-{trial_id}-a{attempt}-{uuid.uuid4().hex[:8]}.parquet"
+    name = f"part-{trial_id}-a{attempt}-{check_name(key, 'key') if key else uuid.uuid4().hex[:8]}.parquet"
     if evals.num_rows:
         _write_atomic(filesystem, f"{base}/evals/sweep={sweep}", name, evals)
     _write_atomic(filesystem, f"{base}/trials/sweep={sweep}", name, trials)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import math
 import os
 import shutil
@@ -346,6 +347,11 @@ def train(
     ckpt = os.path.join(trial.workdir, "checkpoint.pt") if trial.workdir else None
     if trial.workdir:
         os.makedirs(trial.workdir, exist_ok=True)
+        # A writer killed mid-save (SIGKILL, a lost node) leaves its temp file, as large as a checkpoint;
+        # one trainer has a workdir at a time (the driver's lease), so any temp file here is a dead one's.
+        for left in glob.glob(os.path.join(glob.escape(trial.workdir), "*.pt.tmp-*")):
+            with contextlib.suppress(OSError):
+                os.unlink(left)
     saved, source, recovered = _resume(ckpt, trial.init_from)
     if recovered:
         warnings.warn(f"trial {trial.workdir}: {recovered}", stacklevel=2)
