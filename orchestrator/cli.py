@@ -68,7 +68,8 @@ def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts, acce
     except (SchedulingError, ManifestError) as e:
         return _fail(str(e))
     except OSError as e:  # a result that cannot be written even after retries (a full disk)
-        return _fail(f"{' '.join(str(e).split())}; trials in flight were stopped (their checkpoints stand): free space, then "
+        why = " ".join(str(e).split())  # pyarrow's messages span lines
+        return _fail(f"{why}; trials in flight were stopped (their checkpoints stand): free space, then "
                      f"tiedsweep resume {args.results}")  # fmt: skip
     print(
         f"{sweep_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)

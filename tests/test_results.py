@@ -305,3 +305,12 @@ def test_newer_schema_version_is_refused_in_one_line(tmp_path: Path) -> None:
         read_trials(str(tmp_path))
     line = str(info.value)
     assert "\n" not in line and "part-newer.parquet" in line and f"schema version {SCHEMA_VERSION + 1}" in line
+
+
+def test_a_retried_write_replaces_what_the_failed_try_wrote(tmp_path: Path) -> None:
+    """The driver retries a failed result write with the same key: no orphan evals file, no duplicate."""
+    write_attempt(str(tmp_path), "s", trial("t-0"), evals(3), key="k1")  # a try whose success went unseen
+    evals_file = part_files(tmp_path / "evals")
+    write_attempt(str(tmp_path), "s", trial("t-0"), evals(3), key="k1")  # its retry
+    assert part_files(tmp_path / "evals") == evals_file and len(part_files(tmp_path / "trials")) == 1
+    assert read_evals(str(tmp_path)).num_rows == 3
