@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import sys
@@ -68,12 +69,39 @@ def select(trials: list[SweepTrial], latest: dict[str, dict], retry: frozenset[s
     return sorted(todo, key=lambda st: (-st.flops if order == "largest" else st.flops, st.trial_id))
 
 
+_RATE = re.compile(rb"([0-9][0-9,]*) tok/s")
+
+
+def _last_rate(path: str, tail: int = 512) -> float | None:
+    """The tokens/s of the last progress line of a trial log (execute._logger writes one every 10 s)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - tail))
+            found = _RATE.findall(f.read())
+    except OSError:
+        return None
+    return float(found[-1].replace(b",", b"")) if found else None
+
+
 class _Progress:
+    """The one-line display: counts, FLOP-weighted ETA, and the tokens/s of the trials running now
+    (the sum of their logs' latest rates, re-read at most every LIVE_EVERY_S)."""
+
+    LIVE_EVERY_S = 5.0
+
     def __init__(self, total: int, flops_left: float, quiet: bool) -> None:
         self.total, self.flops_left, self.quiet = total, flops_left, quiet
         self.counts = {"completed": 0, "failed": 0, "diverged": 0, "interrupted": 0, "skipped": 0}
         self.start, self.flops_done, self.tokens_per_s, self.last = time.time(), 0.0, 0.0, 0.0
         self.tty = sys.stderr.isatty()
+        self.logs = lambda: []  # paths of the running trials' logs (set by _SweepRun)
+        self.live, self.live_at = None, 0.0
+
+    def live_rate(self) -> float | None:
+        if time.time() - self.live_at >= self.LIVE_EVERY_S:
+            rates = [r for r in map(_last_rate, self.logs()) if r is not None]
+            self.live, self.live_at = (sum(rates) if rates else None), time.time()
+        return self.live
 
     def done(self, row: dict, flops: float) -> None:
         self.counts[row["status"]] += 1
@@ -91,11 +119,16 @@ class _Progress:
         c = self.counts
         line = (
             f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} in flight, {c['failed']} failed, "
-            f"{c['diverged']} diverged, {c['interrupted']} interrupted | last {self.tokens_per_s:,.0f} tok/s | "
-            f"ETA {eta}"
+            f"{c['diverged']} diverged, {c['interrupted']} interrupted | {self._rate(running)} | ETA {eta}"
         )
         sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         sys.stderr.flush()
+
+    def _rate(self, running: int) -> str:
+        live = self.live_rate() if running else None
+        if live is not None:
+            return f"now {live:,.0f} tok/s"
+        return f"last {self.tokens_per_s:,.0f} tok/s"
 
 
 class _SweepRun:
@@ -113,6 +146,7 @@ class _SweepRun:
         self.queue = [st for st in todo if st.role != "branch"]
         self.waiting = [st for st in todo if st.role == "branch"]  # start once their trunk checkpoint exists
         self.running: dict[str, tuple[SweepTrial, int]] = {}  # trial_id -> (trial, attempt)
+        progress.logs = lambda: [p for t in list(self.running) if (p := log_path(results_dir, sweep, t))]
 
     def more(self) -> bool:
         return bool(self.queue or self.waiting)

@@ -345,3 +345,25 @@ def test_two_drivers_on_one_results_dir_run_each_trial_once(cache_dir, tmp_path)
     assert {r["status"] for r in rows} == {"completed"} and {r["attempt"] for r in rows} == {0}
     # A driver leases only what it can run now (1 slot each here), so both share the work.
     assert all(re.search(r"two: [1-6] completed", out) for out in outs), outs
+
+
+def test_progress_line_shows_the_running_trials_live_rate(tmp_path, capsys):
+    """The live tok/s is the sum of the running trials' latest log rates (as execute._logger writes
+    them); with none running, or no rate logged yet, the last finished trial's rate."""
+    from orchestrator.execute import _logger
+    from orchestrator.runner import _Progress
+
+    logs = []
+    for i, rate in enumerate((1200.0, 34.5)):
+        log, _, progress = _logger(str(tmp_path / f"t{i}.log"))
+        progress({"step": 3, "steps": 9, "loss": 5.0, "lr": 1e-3, "tokens_per_s": rate - 1000})
+        progress({"step": 9, "steps": 9, "loss": 4.0, "lr": 1e-3, "tokens_per_s": rate})
+        log.close()
+        logs.append(str(tmp_path / f"t{i}.log"))
+    shown = _Progress(total=4, flops_left=1e9, quiet=False)
+    shown.logs = lambda: [*logs, str(tmp_path / "not-yet.log")]
+    shown.show(running=3, force=True)
+    assert "now 1,234 tok/s" in capsys.readouterr().err
+    shown.done({"status": "completed", "tokens_per_s": 777.0}, 1e8)
+    shown.show(running=0, force=True)
+    assert "last 777 tok/s" in capsys.readouterr().err
