@@ -19,7 +19,7 @@ from analysis import AnalysisError
 from analysis.cells import table_cells
 from analysis.laws import flops_6nd
 from records.layout import is_local
-from records.manifest import ResultsVersionError
+from records.manifest import ManifestError
 from records.store import planned_trials, read_evals
 
 Columns = dict[str, np.ndarray]
@@ -53,7 +53,7 @@ def load_sweep_trials(
         raise AnalysisError(f"no trial results (Parquet files) under {path}")
     try:
         table, stale = planned_trials(str(directory), None)
-    except (pa.ArrowInvalid, OSError, ResultsVersionError) as err:
+    except (pa.ArrowInvalid, OSError, ManifestError) as err:
         raise AnalysisError(f"cannot read {path}: {err}") from err
     # records reads every column of the schema; one no row has (written by hand, or by an older
     # version) is left out, so that pairing and plots see only the columns the results carry

@@ -1,9 +1,9 @@
 """Checks of command-line numbers and cluster addresses, made before anything is written or started.
 
-Not wired in yet (issue 11, phase 2, after the orchestrator refactor): `at_least(n)` is the argparse
-`type=` of --max-concurrent / --num-cpus (1), --max-retries (0), --n-trials (1); `unreachable` runs
-before `ray.init(address=...)` in the runner's connect, so a wrong --address fails in seconds with
-one line instead of Ray's minutes of retries.
+`at_least(n)` is the argparse `type=` of the orchestrator's numbers: --max-concurrent, --num-cpus,
+--n-trials, --workers (1), --max-retries, --split-seed (0); `unreachable` runs before
+`ray.init(address=...)` in orchestrator/raybackend/pool.py's connect, so a wrong --address fails in
+seconds with one line instead of Ray's minutes of retries.
 """
 
 from __future__ import annotations

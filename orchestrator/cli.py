@@ -13,10 +13,11 @@ import os
 import subprocess
 import sys
 
+from orchestrator.argcheck import at_least, unreachable
 from orchestrator.plan import dry_run_table
 from orchestrator.pool import SchedulingError
 from orchestrator.spec import SpecError, Sweep, load_spec, tuned_for_spec
-from records.manifest import ResultsVersionError, read_manifest_doc
+from records.manifest import ManifestError, read_manifest_doc
 from records.tuning import lr_path
 
 DEFAULT_RESULTS = "results"
@@ -55,13 +56,21 @@ def _pool(args: argparse.Namespace, trials: list):
     return pool
 
 
-def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts) -> int:
+def _execute(sweep_name: str, trials: list, args: argparse.Namespace, opts, accepted=lambda: None) -> int:
+    """Connect, check the trials against the cluster, then (only once both passed) call accepted()
+    and run: a refused run writes nothing."""
     from orchestrator.runner import run_trials
 
     try:
-        counts = run_trials(sweep_name, trials, args.results, opts, git_sha(), _pool(args, trials))
-    except (SchedulingError, ResultsVersionError) as e:
+        pool = _pool(args, trials)
+        accepted()
+        counts = run_trials(sweep_name, trials, args.results, opts, git_sha(), pool)
+    except (SchedulingError, ManifestError) as e:
         return _fail(str(e))
+    except OSError as e:  # a result that cannot be written even after retries (a full disk)
+        why = " ".join(str(e).split())  # pyarrow's messages span lines
+        return _fail(f"{why}; trials in flight were stopped (their checkpoints stand): free space, then "
+                     f"tiedsweep resume {args.results}")  # fmt: skip
     print(
         f"{sweep_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         if any(counts.values())
@@ -94,11 +103,14 @@ def run_cmd(args: argparse.Namespace) -> int:
         read_manifest_doc(args.results, sweep.name)
     except FileNotFoundError:
         pass
-    except ResultsVersionError as e:
+    except ManifestError as e:
         return _fail(str(e))
     with open(args.spec) as f:
-        write_manifest(args.results, sweep, f.read())
-    code = _execute(sweep.name, sweep.trials, args, _run_options(args))
+        spec_text = f.read()
+    # The manifest is written once the cluster has accepted the run (reachable, resources that fit):
+    # a refused run leaves the previous manifest, and with it `status` and `report`, as they were.
+    code = _execute(sweep.name, sweep.trials, args, _run_options(args),
+                    accepted=lambda: write_manifest(args.results, sweep, spec_text))  # fmt: skip
     args.ran_sweep = sweep.name  # `--report`: tiedsweep.cli writes it (the orchestrator never imports analysis)
     return code
 
@@ -129,7 +141,7 @@ def resume_cmd(args: argparse.Namespace) -> int:
             _, trials = read_manifest(args.results, name)
         except FileNotFoundError:
             return _fail(f"{args.results}: no manifest for sweep '{name}'")
-        except ResultsVersionError as e:
+        except ManifestError as e:
             return _fail(str(e))
         worst = max(worst, _execute(name, trials, args, _run_options(args, retry=frozenset(retry))))
     return worst
@@ -152,6 +164,8 @@ def submit_cmd(args: argparse.Namespace) -> int:
     spec = os.path.relpath(os.path.abspath(args.spec), root)
     if spec.startswith(".."):
         return _fail(f"{args.spec}: the spec must live inside {root} (it is uploaded as the job's working_dir)")
+    if why := unreachable(args.address):
+        return _fail(f"cannot reach the cluster: {why}")
     python = sys.executable if args.python is None else args.python
     entry = [python, "-m", "tiedsweep", "run", spec, "--results", args.results, "--address", "auto"]
     entry += ["--order", args.order, "--max-retries", str(args.max_retries)]
@@ -171,7 +185,7 @@ def status_cmd(args: argparse.Namespace) -> int:
 
     try:
         report = sweep_status(args.results, args.sweep)
-    except (FileNotFoundError, ResultsVersionError) as e:
+    except (FileNotFoundError, ManifestError) as e:
         return _fail(str(e))
     print(json.dumps(report) if args.json else format_status(report))
     return 0
@@ -186,8 +200,6 @@ def tune_cmd(args: argparse.Namespace) -> int:
         return _fail(str(e))
     if "://" in args.results and not args.results.startswith("file://"):
         return _fail(f"--results: tuning needs a filesystem path (shared by every node), got '{args.results}'")
-    if args.n_trials is not None and args.n_trials < 1:
-        return _fail(f"--n-trials: must be >= 1, got {args.n_trials}")
     if args.dry_run:
         print(plan(sweep, args.results, args.n_trials))
         return 0
@@ -233,6 +245,8 @@ def tokenize_cmd(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         split_seed=args.split_seed,
     )
+    if why := unreachable(args.address):
+        return _fail(f"cannot connect to Ray: {why}")
     t0 = time.time()
     try:
         m = tokenize(cfg, args.out, workers=args.workers, address=args.address)
@@ -258,10 +272,10 @@ def _train_workers(trial, workers: int, progress=None):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster (auto, HOST:6379, ray://...); default: embedded")
     p.add_argument("--order", choices=["largest", "smallest"], default="largest", help="cost order of trials")
-    p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials in flight")
-    p.add_argument("--max-retries", type=int, default=3, help="re-runs of a trial whose worker or node died")
+    p.add_argument("--max-concurrent", type=at_least(1), default=None, help="cap on trials in flight")
+    p.add_argument("--max-retries", type=at_least(0), default=3, help="re-runs of a trial whose worker or node died")
     p.add_argument("--checkpoint-dir", default=None, help="default RESULTS/checkpoints (shared storage)")
-    p.add_argument("--num-cpus", type=int, default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--num-cpus", type=at_least(1), default=None, help="embedded Ray: CPUs to use (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -287,8 +301,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
     p.add_argument("--results", required=True, help="shared path or URI every node reaches")
     p.add_argument("--order", choices=["largest", "smallest"], default="largest")
-    p.add_argument("--max-concurrent", type=int, default=None)
-    p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("--max-concurrent", type=at_least(1), default=None)
+    p.add_argument("--max-retries", type=at_least(0), default=3)
     p.add_argument("--job-id", default=None, help="submission id (default: Ray picks one)")
     p.add_argument("--python", default=None, help="python on the cluster (default: this one's path)")
     p.add_argument("--no-wait", action="store_true", help="return once submitted")
@@ -304,8 +318,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
     p.add_argument("--address", default=None, help="Ray cluster (auto, HOST:6379, ray://...); default: embedded")
-    p.add_argument("--num-cpus", type=int, default=None, help="embedded Ray: CPUs to use (default all)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials per study, earlier runs' included")
+    p.add_argument("--num-cpus", type=at_least(1), default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--n-trials", type=at_least(1), default=None, help="trials per study, earlier runs' included")
     p.add_argument("--dry-run", action="store_true", help="print the studies and their compute; run nothing")
     p.add_argument("--quiet", action="store_true", help="no line per finished proxy")
     p.set_defaults(func=tune_cmd)
@@ -318,8 +332,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", default="bpe", help="'bpe' (train one on a sample) or a tokenizer.json path")
     p.add_argument("--vocab-size", type=int, default=4096, help="for --tokenizer bpe")
     p.add_argument("--val-fraction", type=float, default=0.02)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="tokenizer actors (one CPU each)")
+    p.add_argument("--split-seed", type=at_least(0), default=0)
+    p.add_argument("--workers", type=at_least(1), default=2, help="tokenizer actors (one CPU each)")
     p.add_argument("--address", default=None, help="Ray cluster (default: a local Ray)")
     p.set_defaults(func=tokenize_cmd)
 

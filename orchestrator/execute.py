@@ -107,6 +107,10 @@ def execute(
         either = stopped if stop is None else (lambda step: stopped(step) or stop(step))
         result = trainer(trial, stop=either, progress=progress, on_eval=on_eval)
         summary = {k: v for k, v in result.summary.items() if k != "status"}
+        if summary.get("checkpoint_recovered"):  # recovery events belong in the trial's log, not only the row
+            write(f"checkpoint recovered: {summary['checkpoint_recovered']}")
+        if summary.get("resumed_from_step") is not None:
+            write(f"resumed from step {summary['resumed_from_step']}")
         row.update(summary, status=result.status)
         row.update(st.row())  # the spec's labels win (a trunk's schedule is "wsd-trunk")
         row["corpus_fingerprint"] = summary["corpus_fingerprint"]  # what this worker actually read

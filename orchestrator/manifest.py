@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from orchestrator.sweep import Sweep, SweepTrial
-from records.manifest import read_manifest_doc, sweeps_in, write_manifest_doc
+from records.layout import manifest_path
+from records.manifest import ManifestError, read_manifest_doc, sweeps_in, write_manifest_doc
 from tiedattn.data import DataConfig
 from tiedattn.model import ModelConfig
 from tiedattn.train import TrainConfig, Trial
@@ -32,6 +33,15 @@ def _trial(d: dict) -> SweepTrial:
 
 def read_manifest(results_dir: str, sweep: str) -> tuple[dict, list[SweepTrial]]:
     """(the manifest's header: name, spec_path, spec_text; its trials). FileNotFoundError if none;
-    records.manifest.ResultsVersionError if another results version wrote it."""
+    records.manifest.ResultsVersionError if another results version wrote it, ManifestError if a
+    trial in it does not match this version's configs (a key missing or unknown)."""
     doc = read_manifest_doc(results_dir, sweep)
-    return {k: v for k, v in doc.items() if k != "trials"}, [_trial(d) for d in doc["trials"]]
+    trials = []
+    for i, d in enumerate(doc["trials"]):
+        try:
+            trials.append(_trial(d))
+        except (KeyError, TypeError) as e:
+            path = manifest_path(results_dir, sweep)[2]
+            raise ManifestError(f"{path}: trials[{i}] does not match this tiedsweep's configs ({type(e).__name__}: "
+                                f"{e}); run the sweep's spec again to rewrite it") from None  # fmt: skip
+    return {k: v for k, v in doc.items() if k != "trials"}, trials

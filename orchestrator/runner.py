@@ -4,7 +4,8 @@ orchestrator/raybackend/pool.py) and drive() keeps it busy.
 
 At most `max_concurrent` trials are in flight, largest cost first (or smallest); each outcome is
 written as a Parquet row as soon as it comes back, and failures come back as values. A trial whose
-worker or node dies is re-run by the pool and resumes from its checkpoint. Ctrl-C (or SIGTERM) asks
+worker or node dies is re-run by the pool and resumes from its checkpoint. Ctrl-C (SIGINT, even one
+the driver inherited as ignored, or SIGTERM) asks
 every running trial to checkpoint and stop; they are recorded as interrupted and `tiedsweep
 resume` continues them.
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from orchestrator.execute import Paths, execute
@@ -28,6 +31,9 @@ from orchestrator.pool import Pool, Task, drive
 from orchestrator.sweep import SweepTrial
 from records.layout import checkpoints_dir, log_path
 from records.store import next_attempt, read_trials, write_attempt
+
+# Waits between tries of a result write (shared storage hiccups) before the driver gives up: ~15 s.
+WRITE_RETRY_S = (1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,39 @@ def select(trials: list[SweepTrial], latest: dict[str, dict], retry: frozenset[s
     return sorted(todo, key=lambda st: (-st.flops if order == "largest" else st.flops, st.trial_id))
 
 
+_RATE = re.compile(rb"([0-9][0-9,]*) tok/s")
+
+
+def _last_rate(path: str, tail: int = 512) -> float | None:
+    """The tokens/s of the last progress line of a trial log (execute._logger writes one every 10 s)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - tail))
+            found = _RATE.findall(f.read())
+    except OSError:
+        return None
+    return float(found[-1].replace(b",", b"")) if found else None
+
+
 class _Progress:
+    """The one-line display: counts, FLOP-weighted ETA, and the tokens/s of the trials running now
+    (the sum of their logs' latest rates, re-read at most every LIVE_EVERY_S)."""
+
+    LIVE_EVERY_S = 5.0
+
     def __init__(self, total: int, flops_left: float, quiet: bool) -> None:
         self.total, self.flops_left, self.quiet = total, flops_left, quiet
         self.counts = {"completed": 0, "failed": 0, "diverged": 0, "interrupted": 0, "skipped": 0}
         self.start, self.flops_done, self.tokens_per_s, self.last = time.time(), 0.0, 0.0, 0.0
         self.tty = sys.stderr.isatty()
+        self.logs = lambda: []  # paths of the running trials' logs (set by _SweepRun)
+        self.live, self.live_at = None, 0.0
+
+    def live_rate(self) -> float | None:
+        if time.time() - self.live_at >= self.LIVE_EVERY_S:
+            rates = [r for r in map(_last_rate, self.logs()) if r is not None]
+            self.live, self.live_at = (sum(rates) if rates else None), time.time()
+        return self.live
 
     def done(self, row: dict, flops: float) -> None:
         self.counts[row["status"]] += 1
@@ -86,11 +119,16 @@ class _Progress:
         c = self.counts
         line = (
             f"[{elapsed:6.0f}s] {c['completed']}/{self.total} done, {running} in flight, {c['failed']} failed, "
-            f"{c['diverged']} diverged, {c['interrupted']} interrupted | last {self.tokens_per_s:,.0f} tok/s | "
-            f"ETA {eta}"
+            f"{c['diverged']} diverged, {c['interrupted']} interrupted | {self._rate(running)} | ETA {eta}"
         )
         sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         sys.stderr.flush()
+
+    def _rate(self, running: int) -> str:
+        live = self.live_rate() if running else None
+        if live is not None:
+            return f"now {live:,.0f} tok/s"
+        return f"last {self.tokens_per_s:,.0f} tok/s"
 
 
 class _SweepRun:
@@ -108,6 +146,7 @@ class _SweepRun:
         self.queue = [st for st in todo if st.role != "branch"]
         self.waiting = [st for st in todo if st.role == "branch"]  # start once their trunk checkpoint exists
         self.running: dict[str, tuple[SweepTrial, int]] = {}  # trial_id -> (trial, attempt)
+        progress.logs = lambda: [p for t in list(self.running) if (p := log_path(results_dir, sweep, t))]
 
     def more(self) -> bool:
         return bool(self.queue or self.waiting)
@@ -152,13 +191,16 @@ class _SweepRun:
             self.record(st, st.failed_row(attempt, f"{type(value).__name__}: {value}"), [])
 
     def record(self, st: SweepTrial, row: dict, evals: list[dict]) -> None:
-        for wait in (1, 2, 4, 8, None):  # shared storage hiccups: retry before giving up the driver
+        key = uuid.uuid4().hex[:8]  # every try writes the same files: a retry leaves no orphan evals file
+        for wait in (*WRITE_RETRY_S, None):  # shared storage hiccups: retry before giving up the driver
             try:
-                write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals)
+                write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals, key=key)
                 break
-            except OSError:
+            except OSError as e:
                 if wait is None:
                     raise
+                _log(self.results_dir, self.sweep, st.trial_id, f"driver: writing the result failed ({e}); "
+                     f"retrying in {wait:g} s")  # fmt: skip
                 time.sleep(wait)
         self.keeper.release(self.sweep, st.trial_id)
         self.progress.done(row, st.flops)
@@ -211,17 +253,17 @@ def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: Run
     # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
     slots = (pool.slots(st.cpus * st.workers, st.gpus * st.workers) for st in todo)  # a trial's workers together
     cap = opts.max_concurrent or 1 + max(slots, default=1)
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM acts as Ctrl-C
-    with LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases() as keeper:
+    leases = LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases()
+    with interrupt_signals(), leases as keeper:
         run = _SweepRun(sweep, todo, results_dir, opts, git_sha, keeper, progress, latest)
         try:
             drive(pool, cap, run.take, run.done, run.more, tick=progress.show)
         except KeyboardInterrupt:
             run.interrupt(pool)
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
+        except OSError:  # a result that cannot be written (a full disk): stop the rest at their checkpoints
+            for key in list(run.running):
+                pool.cancel(key)
+            raise
     progress.show(0, force=True)
     if not opts.quiet:
         sys.stderr.write("\n")
@@ -236,8 +278,35 @@ def _leased_elsewhere(results_dir: str, sweep: str, trial_id: str, keeper) -> bo
     return lease is not None and time.time() - lease.heartbeat < keeper.ttl_s and owner_alive(lease.owner)
 
 
+def _log(results_dir: str, sweep: str, trial_id: str, message: str) -> None:
+    """A line in the trial's log (the worker's lines are there too); never an error of its own."""
+    path = log_path(results_dir, sweep, trial_id)
+    if path is None:  # an object store: no logs
+        return
+    with contextlib.suppress(OSError):
+        with open(path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_signals() -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt in the driver, whatever it inherited. A
+    shell starts a background job (`cmd &`), and some CI runners their steps, with SIGINT ignored;
+    Python then keeps it ignored, and Ctrl-C or `kill -INT` would do nothing. The previous handlers
+    come back on exit. Main thread only (Python sets signal handlers nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _NoLeases:

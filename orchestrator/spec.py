@@ -30,12 +30,14 @@ from orchestrator.sweep import CPU_FLOPS_PER_S, GPU_FLOPS_PER_S, Sweep, SweepTri
 from records.layout import check_name
 from records.tuning import TUNED, TunedFileError, read_tuned
 from tiedattn.attention import parse_variant
-from tiedattn.data import DataConfig, DataError, corpus_fingerprint
+from tiedattn.data import DataConfig, DataError, corpus_errors, corpus_fingerprint
 from tiedattn.model import ModelConfig
 from tiedattn.tasks import SPEC_SKIP, TASKS, TaskConfig, task_config
 from tiedattn.train import TrainConfig
 
 _TOML = {int: int, float: float, str: str, bool: bool, tuple: list}
+# ~50x the most over-trained open models (Llama 3 8B: ~1,900 tokens per parameter): past it, a typo
+MAX_TOKENS_PER_PARAM = 1e5
 
 
 def _keys(cls: type, skip: tuple[str, ...]) -> dict[str, type]:
@@ -253,6 +255,8 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
         raise ValueError(f"must be > 0 (a token budget of tokens_per_param x N), got {v}")
     if key == "task" and v not in ("lm", *TASKS):
         raise ValueError(f"must be 'lm' or one of {', '.join(TASKS)}, got '{v}'")
+    if key == "tokens_per_param" and v is not None and v > MAX_TOKENS_PER_PARAM:
+        raise ValueError(f"must be <= {MAX_TOKENS_PER_PARAM:g} (a typo? Chinchilla is 20), got {v:g}")
     if key == "pos" and v not in ("rope", "learned"):
         raise ValueError(f"must be 'rope' or 'learned', got '{v}'")
     if key == "seed" and v < 0:
@@ -325,6 +329,11 @@ def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
         errs.add(f"data.{field}", reason)
     if not fingerprint or len(errs) > n:
         return None
+    for err in corpus_errors(data):  # the files themselves: every problem, not the first
+        field, reason = err.split(": ", 1)
+        errs.add(f"data.{field}", reason)
+    if len(errs) > n:
+        return None
     try:
         return corpus_fingerprint(data)
     except (DataError, OSError) as e:
@@ -396,6 +405,9 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         if sec["budget"].get(key, choices[0]) not in choices:
             errs.add(f"budget.{key}", f"must be {' or '.join(map(repr, choices))}, got {sec['budget'][key]!r}")
     res = sec["resources"]
+    for key in ("cpus", "gpus", "flops_per_s", "workers_from_flops"):
+        if key in res and not math.isfinite(res[key]):
+            errs.add(f"resources.{key}", f"must be a finite number, got {res.pop(key)}")
     cpus, gpus = res.get("cpus", 1.0), res.get("gpus", 0.0)
     if cpus <= 0:
         errs.add("resources.cpus", f"must be > 0, got {cpus:g}")

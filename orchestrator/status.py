@@ -53,6 +53,9 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
             else:
                 tokens_left += st.trial.train.tokens
                 flops_left += st.flops
+        # Rows of trials an earlier spec of this sweep planned: a new manifest never hides them.
+        planned = {st.trial_id for st in trials}
+        earlier = Counter(r["status"] for r in table if r["trial_id"] not in planned)
         done = [r for r in table if r["status"] == "completed" and r.get("wall_s")]
         rate = sum(r["flops"] for r in done) / sum(r["wall_s"] for r in done) if done else None
         eta = flops_left / rate / max(1, totals["running"]) if rate else None
@@ -63,6 +66,7 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
             "tokens_done": int(tokens_done),
             "tokens_left": int(tokens_left),
             "eta_s": eta,
+            "earlier": dict(earlier),  # status -> trials with results that the current spec no longer lists
         } | ({"tuning": tuning} if tuning is not None else {})
     return out
 
@@ -77,6 +81,9 @@ def format_status(report: dict) -> str:
         eta = f"{s['eta_s'] / 60:.1f} min (rough)" if s["eta_s"] is not None else "? (no completed trial yet)"
         lines.append(f"{name}: {s['trials']} trials: {totals}")
         lines.append(f"  tokens done {s['tokens_done']:,}, left {s['tokens_left']:,}; ETA {eta}")
+        if s.get("earlier"):
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(s["earlier"].items()))
+            lines.append(f"  earlier specs: {counts} (trials no longer in the spec; results kept, left out of reports)")
         for variant, sizes in s["by_cell"].items():
             cells = "  ".join(f"{size}: " + "/".join(f"{n} {k}" for k, n in c.items()) for size, c in sizes.items())
             lines.append(f"  {variant:>14}  {cells}")

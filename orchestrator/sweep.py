@@ -74,6 +74,9 @@ class TuneConfig:
             errs.append(f"tokens_per_param: must be > 0, got {self.tokens_per_param:g}")
         if self.n_trials < 1:
             errs.append(f"n_trials: must be >= 1, got {self.n_trials}")
+        for name in ("lr_min", "lr_max"):
+            if not math.isfinite(getattr(self, name)):
+                errs.append(f"{name}: must be a finite number, got {getattr(self, name)}")
         if not self.lr_min > 0:
             errs.append(f"lr_min: must be > 0, got {self.lr_min:g}")
         if not self.lr_max > 0:

@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from orchestrator.execute import Paths, execute
 from orchestrator.expand import budget_tokens, model_n
 from orchestrator.pool import Pool, Task, drive
+from orchestrator.runner import interrupt_signals
 from orchestrator.sweep import Sweep, SweepTrial, TuneConfig
 from records.ids import data_key, trial_id
 from records.layout import is_local, log_path, tuning_dir
@@ -306,7 +307,8 @@ def tune(
             log(f"{s.name} #{trial.number}: lr {trial.params['lr']:.4g} -> {outcome}{value}{why}")
 
     cap = cfg.parallel or pool.slots(sweep.cpus, sweep.gpus)
-    drive(pool, cap, take, done, more=lambda: any(s.left for s in studies))
+    with interrupt_signals():  # Ctrl-C works from a background job too (tune_cmd reports it)
+        drive(pool, cap, take, done, more=lambda: any(s.left for s in studies))
     lrs = best_rates(sweep, store, cfg)
     _write_json(os.path.join(folder, LR_FILE), lrs)
     return lrs

@@ -4,7 +4,8 @@
 
 The orchestrator serializes its trials into "trials" (every config field) so that `resume` and
 `status` need no spec; analysis reads only their ids. A manifest written by another results
-version is refused with one line (ResultsVersionError): its trial ids were made by other rules.
+version is refused with one line (ResultsVersionError): its trial ids were made by other rules; so
+is a manifest that is not JSON or lacks a key (ManifestError, naming the file).
 Written atomically (temp file + rename) like everything under DIR.
 """
 
@@ -21,7 +22,11 @@ from records.layout import manifest_path
 FORMAT = 2
 
 
-class ResultsVersionError(ValueError):
+class ManifestError(ValueError):
+    """A manifest or results file that cannot be used as it is; the message is one line naming the file."""
+
+
+class ResultsVersionError(ManifestError):
     """Results written by another version of tiedsweep (other id rules); the message is one line."""
 
 
@@ -41,13 +46,27 @@ def read_manifest_doc(results_dir: str, name: str) -> dict:
     version of tiedsweep wrote it."""
     fs, _, path = manifest_path(results_dir, name)
     with fs.open_input_stream(path) as f:
-        doc = json.loads(f.read())
+        raw = f.read()
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:  # a torn or hand-edited file
+        raise ManifestError(f"{path}: not a manifest (invalid JSON: {e}); run the sweep's spec again") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{path}: not a manifest (a JSON {type(doc).__name__}, not an object)")
     found = doc.get("results_version", 1)
     if found != RESULTS_VERSION:
         raise ResultsVersionError(
             f"{path}: written by results version {found}, this tiedsweep reads version {RESULTS_VERSION} "
             "(trial ids changed: shape labels carry d_ff): use a new results directory, or the older tiedsweep"
         )
+    if doc.get("format", FORMAT) != FORMAT:
+        raise ResultsVersionError(f"{path}: manifest format {doc.get('format')}, this tiedsweep reads format {FORMAT}")
+    missing = [k for k in ("name", "spec_path", "spec_text", "trials") if k not in doc]
+    if missing or not isinstance(doc["trials"], list):
+        raise ManifestError(f"{path}: manifest lacks {', '.join(missing) or 'a list of trials'}; run the sweep's "
+                            "spec again to rewrite it")  # fmt: skip
+    if bad := [i for i, t in enumerate(doc["trials"]) if not isinstance(t, dict) or "trial_id" not in t]:
+        raise ManifestError(f"{path}: trials[{bad[0]}] has no trial_id; run the sweep's spec again to rewrite it")
     return doc
 
 

@@ -6,6 +6,11 @@ one writer and appears under its final name in one move, so readers never see ha
 trials row is the commit marker: write_attempt writes the evals file first, and read_evals returns
 only evals whose attempt has a trials row. pandas, polars and DuckDB read the same directories
 (polars and DuckDB infer the sweep column's type, so there a sweep named 2024 reads as an integer).
+
+A file under trials/ or evals/ that is not a readable results file (a stray note, a foreign or
+corrupt Parquet file) is skipped with one warning naming it (SkippedFileWarning), and compact()
+leaves it where it is; a file written by a newer schema version stops the read with one line
+(ResultsVersionError): its rows may mean what this version cannot know.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import warnings
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -22,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from records.layout import TRUNK_SCHEDULE, check_name, filesystem_for, table_dir
-from records.manifest import manifest_ids
+from records.manifest import ResultsVersionError, manifest_ids
 from records.schema import ENUMS, EVALS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
 
 _SWEEP = pa.field("sweep", pa.string(), metadata={"doc": "hive partition key: the sweep=<name> directory"})
@@ -37,6 +43,12 @@ _STALE_TMP_S = 3600.0
 # compact() may delete a part file between a reader's listing and its read; re-listing finds the
 # merged file instead. Three tries covers back-to-back compactions.
 _READ_TRIES = 3
+# Columns without which a row means nothing: a file lacking one is not a tiedsweep results file.
+_KEYS = {"trials": ("trial_id", "attempt", "status"), "evals": ("trial_id", "attempt", "step")}
+
+
+class SkippedFileWarning(UserWarning):
+    """A file under trials/ or evals/ that is not a readable results file; its rows are left out."""
 
 
 def _timestamp(value: object, column: str) -> object:
@@ -76,8 +88,11 @@ def _write_atomic(filesystem: pafs.FileSystem, directory: str, name: str, table:
         raise
 
 
-def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict]) -> None:
+def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict], key: str | None = None) -> None:
     """Write one attempt's outcome row and eval rows: evals file first, then the trials file.
+
+    key names the files (default: a fresh one): a retry that passes the key of the failed try
+    replaces what that try wrote (an evals file without its trials row) instead of adding to it.
 
     Missing nullable keys become null; unknown keys, missing required keys or bad enum values raise
     ValueError before anything is written. Eval rows inherit trial_id and attempt from trial_row.
@@ -101,7 +116,7 @@ def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list
     evals = _to_table([{**e, **ident} for e in eval_rows], EVALS_SCHEMA, "eval row")
 
     filesystem, base = filesystem_for(results_dir)
-    name = f"part-{trial_id}-a{attempt}-{uuid.uuid4().hex[:8]}.parquet"
+    name = f"part-{trial_id}-a{attempt}-{check_name(key, 'key') if key else uuid.uuid4().hex[:8]}.parquet"
     if evals.num_rows:
         _write_atomic(filesystem, f"{base}/evals/sweep={sweep}", name, evals)
     _write_atomic(filesystem, f"{base}/trials/sweep={sweep}", name, trials)
@@ -125,12 +140,87 @@ def _scan(
             partitioning=_PARTITIONING,
             partition_base_dir=root,
         )
-        return dataset.to_table(filter=where)
+        try:
+            found = dataset.to_table(filter=where)
+        except (pa.ArrowException, OSError) as e:
+            if isinstance(e, FileNotFoundError):  # a part compact() just merged: list again
+                raise
+        else:
+            if _plausible(found, table):
+                return found
+        # Something under `source` is not a results file: read file by file, skipping those.
+        return _scan_files(filesystem, source, root, read_schema, table, where)
 
     for _ in range(_READ_TRIES - 1):
         with contextlib.suppress(FileNotFoundError):
             return scan()
     return scan()
+
+
+def _plausible(found: pa.Table, table: str) -> bool:
+    """No row without its keys (a foreign Parquet file's rows), none from a newer schema version."""
+    if any(found[k].null_count for k in _KEYS[table]):
+        return False
+    newest = pc.max(found["schema_version"]).as_py() if table == "trials" and found.num_rows else None
+    return newest is None or newest <= SCHEMA_VERSION
+
+
+def _read_part(filesystem: pafs.FileSystem, path: str, schema: pa.Schema, table: str) -> pa.Table | str:
+    """One part file's rows in `schema`, or why it is skipped. ResultsVersionError if a newer
+    schema version wrote it; FileNotFoundError (compact() merged it meanwhile) passes through."""
+    try:
+        found = pq.read_schema(path, filesystem=filesystem)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        return f"not a readable Parquet file ({str(e).splitlines()[0]})"
+    version = (found.metadata or {}).get(b"tiedsweep.schema_version", b"1")
+    if not version.isdigit() or int(version) > SCHEMA_VERSION:
+        raise ResultsVersionError(
+            f"{path}: written by results schema version {version.decode(errors='replace')}, this tiedsweep reads "
+            f"versions up to {SCHEMA_VERSION}: use a newer tiedsweep"
+        )
+    if missing := [k for k in _KEYS[table] if k not in found.names]:
+        return f"not a tiedsweep {table} file (no {', '.join(missing)} column)"
+    try:
+        rows = ds.dataset(path, schema=schema, format="parquet", filesystem=filesystem).to_table()
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        return f"unreadable ({str(e).splitlines()[0]})"
+    if any(rows[k].null_count for k in _KEYS[table]):
+        return f"rows without {'/'.join(_KEYS[table])}"
+    return rows
+
+
+def _good_parts(filesystem: pafs.FileSystem, paths: list[str], schema: pa.Schema, table: str) -> dict[str, pa.Table]:
+    """path -> rows of each readable part; one SkippedFileWarning per other file (once per process)."""
+    good = {}
+    for path in paths:
+        rows = _read_part(filesystem, path, schema, table)
+        if isinstance(rows, str):
+            warnings.warn(f"{path}: skipped: {rows}", SkippedFileWarning, stacklevel=2)
+        else:
+            good[path] = rows
+    return good
+
+
+def _scan_files(filesystem: pafs.FileSystem, source: str, root: str, read_schema: pa.Schema, table: str,
+                where: pc.Expression | None) -> pa.Table:  # fmt: skip
+    infos = filesystem.get_file_info(pafs.FileSelector(source, recursive=True))
+    # pyarrow's discovery ignores names starting with "." or "_" (temp files among them)
+    paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_")))
+    file_schema = pa.schema([f for f in read_schema if f.name != "sweep"], metadata=read_schema.metadata)
+    parts = []
+    for path, rows in _good_parts(filesystem, paths, file_schema, table).items():
+        folder, _, name = path[len(root) + 1 :].partition("/")
+        if not (name and folder.startswith("sweep=")):
+            warnings.warn(f"{path}: skipped: not in a sweep=<name> folder", SkippedFileWarning, stacklevel=2)
+            continue
+        sweep = folder.removeprefix("sweep=")
+        parts.append(rows.append_column(_SWEEP, pa.array([sweep] * rows.num_rows, pa.string())))
+    found = pa.concat_tables(parts) if parts else read_schema.empty_table()
+    return found.filter(where) if where is not None else found
 
 
 def _first_per_key(table: pa.Table, keys: list[str], order: list[tuple[str, str]]) -> pa.Table:
@@ -216,12 +306,13 @@ def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, i
             for path in stale:
                 filesystem.delete_file(path)
             c["stale_tmp_removed"] += len(stale)
-            dataset = ds.dataset(parts, schema=schema, format="parquet", filesystem=filesystem)
-            rows = dataset.count_rows()  # footers only
+            good = _good_parts(filesystem, parts, schema, table)  # anything else stays, untouched
+            parts = list(good)
+            rows = sum(t.num_rows for t in good.values())
             c["files_before"] += len(parts)
             c["rows_before"] += rows
             if len(parts) > 1:
-                merged = _first_per_key(dataset.to_table(), keys, [(k, "ascending") for k in keys])
+                merged = _first_per_key(pa.concat_tables(good.values()), keys, [(k, "ascending") for k in keys])
                 _write_atomic(filesystem, directory, f"part-compacted-{uuid.uuid4().hex[:8]}.parquet", merged)
                 for path in parts:
                     try:

@@ -36,3 +36,24 @@ def test_unreachable_addresses_fail_in_seconds():
     start = time.time()
     message = unreachable("192.0.2.123:6379", timeout_s=1.0)  # TEST-NET-1: never answers
     assert message and time.time() - start < 5, message
+
+
+def test_cli_numbers_and_an_unreachable_address_are_refused_before_anything_is_written(tmp_path, cache_dir, capsys):
+    from tests.test_orchestrator import write_spec
+    from tiedsweep.cli import main
+
+    spec = write_spec(tmp_path / "s.toml", cache_dir, variants=("QKV",), multipliers=(2,))
+    results = tmp_path / "r"
+    for flag, value, says in (("--max-concurrent", "-1", ">= 1"), ("--max-concurrent", "0", ">= 1"),
+                              ("--max-retries", "-2", ">= 0"), ("--num-cpus", "1.5", "an integer")):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main(["run", str(spec), "--results", str(results), flag, value])
+        assert stop.value.code == 2 and f"argument {flag}: must be {says}" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    start = time.time()
+    assert main(["run", str(spec), "--results", str(results), "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert time.time() - start < 30 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err, err
+    assert not results.exists()  # no manifest, no results: the run was refused before anything was written

@@ -582,3 +582,144 @@ def test_disk_full_lease_heartbeats_leave_no_temp_files(tmp_path):
     assert len(r["errors"]) == 3 and all("writing the lease" in e and "t0" in e for e in r["errors"]), r
     assert not [n for n in r["left"] if n.endswith(".tmp")], r["left"]
     TABLE.append((f"filesystem full during lease heartbeats ({mode})", 3, 0, 0))
+
+
+# ---------------------------------------------------------------- resume after a fault mid-sweep
+
+
+def _once(rows: list[dict], n: int) -> tuple[int, int]:
+    """(trials lost, trials duplicated) of a sweep of n trials: each must have one completed row."""
+    completed = [r["trial_id"] for r in rows if r["status"] == "completed"]
+    return n - len(set(completed)), len(completed) - len(set(completed))
+
+
+_KILL_MID_WRITE = """
+import os, signal, sys
+import records.store as store
+
+real = store._write_atomic
+
+def write(filesystem, directory, name, table):
+    real(filesystem, directory, name, table)
+    if "/evals/" in directory:  # the attempt's evals file is on disk, its trials row (the commit) is not
+        os.kill(os.getpid(), signal.SIGKILL)
+
+store._write_atomic = write
+from tiedsweep.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_result_write_then_resume(local_ray, cache_dir, tmp_path):
+    from records.store import read_evals
+    from tiedsweep.cli import main
+
+    results = tmp_path / "results"
+    spec = write_spec(tmp_path / "s.toml", cache_dir, name="dw", variants=("QKV",), multipliers=(2,))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-c", _KILL_MID_WRITE, "run", str(spec), "--results", str(results),
+                               "--num-cpus", "2", "--quiet"], cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    out, _ = driver.communicate(timeout=300)
+    with contextlib.suppress(ProcessLookupError):  # the embedded Ray it started
+        os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == -signal.SIGKILL, out[-3000:]
+    assert list((results / "evals").glob("*/*.parquet")) and not list((results / "trials").glob("*/*.parquet"))
+    assert main(["resume", str(results), "--quiet"]) == 0
+    rows = read_trials(str(results), "dw", latest=False).to_pylist()
+    lost, duplicated = _once(rows, 1)
+    TABLE.append(("driver killed mid result write, then resume", 1, lost, duplicated))
+    assert lost == duplicated == 0 and len(rows) == 1, rows
+    assert rows[0]["attempt"] == 1 and rows[0]["resumed_from_step"] == rows[0]["steps"], rows  # not trained again
+    evals = read_evals(str(results), "dw").to_pylist()  # the torn attempt's evals are not read
+    assert {(e["trial_id"], e["attempt"]) for e in evals} == {(r["trial_id"], r["attempt"]) for r in rows}
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_checkpoint_write_resumes(local_ray, cache_dir, tmp_path):
+    import threading
+
+    from orchestrator.spec import load_spec
+    from tiedsweep.cli import main
+
+    results = tmp_path / "results"
+    # A checkpoint every step: one is nearly always being written.
+    spec = write_spec(tmp_path / "s.toml", cache_dir, name="wc", variants=("QKV",), multipliers=(1,),
+                      train="checkpoint_every_s = 0")  # fmt: skip
+    (st,) = load_spec(str(spec)).trials
+    workdir = results / "checkpoints" / "wc" / st.trial_id
+    runner = threading.Thread(target=main, args=(["run", str(spec), "--results", str(results), "--quiet"],))
+    runner.start()
+    killed, deadline = None, time.time() + 120
+    while killed is None and runner.is_alive() and time.time() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            names = os.listdir(workdir)
+            tmp = [n for n in names if ".pt.tmp-" in n]
+            if tmp and "checkpoint.pt" in names:  # a save in progress, after a complete one
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(tmp[0].rsplit("-", 1)[1]), signal.SIGKILL)
+                    killed = tmp[0]
+        time.sleep(0.002)  # the worker needs the CPU more than this loop does
+    runner.join(timeout=300)
+    assert killed, "no checkpoint write was caught in progress"
+    rows = read_trials(str(results), "wc", latest=False).to_pylist()
+    lost, duplicated = _once(rows, 1)
+    TABLE.append(("worker killed mid checkpoint write", 1, lost, duplicated))
+    assert lost == duplicated == 0 and len(rows) == 1, rows
+    assert rows[0]["resumed_from_step"], rows  # from the last complete checkpoint, not from scratch
+    assert not [n for n in os.listdir(workdir) if ".tmp-" in n]  # the killed writer's temp file is gone
+    log = (results / "logs" / "wc" / f"{st.trial_id}.log").read_text()
+    assert log.count(" start ") == 2 and "resumed from step" in log, log
+
+
+_FULL_RESULTS = """
+import json, os, resource, signal, sys
+import orchestrator.runner as runner
+from records.store import read_trials
+from tiedsweep.cli import main
+
+workdir, mode, spec, ckpt = sys.argv[1:5]
+results, filler = os.path.join(workdir, "results"), os.path.join(workdir, "filler")
+runner.WRITE_RETRY_S = (0.1, 0.1)  # the driver gives up in 0.2 s, not ~15 s
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+real = runner.write_attempt
+
+def write_attempt(*args, **kw):  # the results folder fills up once the first result is in
+    real(*args, **kw)
+    if not os.path.exists(filler):
+        if mode == "tmpfs":
+            fill_up(filler)
+        else:
+            open(filler, "w").close()
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+
+runner.write_attempt = write_attempt
+common = ["--checkpoint-dir", ckpt, "--num-cpus", "2", "--quiet"]
+code = main(["run", spec, "--results", results, *common])
+left = [os.path.join(d, n) for d, _, names in os.walk(results) for n in names if "tmp" in n]
+os.unlink(filler)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+again = main(["resume", results, *common])
+rows = read_trials(results, "full", latest=False).to_pylist()
+print(json.dumps({"code": code, "again": again, "left": left,
+                  "rows": [[r["trial_id"], r["attempt"], r["status"]] for r in rows]}))
+"""
+
+
+@pytest.mark.slow
+def test_results_folder_full_then_resume(cache_dir, tmp_path):
+    spec = write_spec(tmp_path / "s.toml", cache_dir, name="full", variants=("QKV",), multipliers=(2, 4))
+    (tmp_path / "fs").mkdir()
+    mode, out = _in_tmpfs(_FULL_RESULTS, [str(spec), str(tmp_path / "ckpt")], tmp_path / "fs", size="4m")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    r = json.loads(out.stdout.splitlines()[-1])
+    error = [line for line in out.stderr.splitlines() if line.startswith("tiedsweep: error:")]
+    assert r["code"] == 2 and len(error) == 1 and "tiedsweep resume" in error[0], out.stderr[-3000:]
+    assert ("No space left" if mode == "tmpfs" else "too large") in error[0], error
+    assert r["left"] == [] and r["again"] == 0, r
+    rows = [{"trial_id": t, "attempt": a, "status": s} for t, a, s in r["rows"]]
+    lost, duplicated = _once(rows, 2)
+    TABLE.append((f"results folder full mid-sweep, then resume ({mode})", 1, lost, duplicated))
+    assert lost == duplicated == 0, rows

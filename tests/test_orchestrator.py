@@ -103,6 +103,21 @@ def test_sweep_runs_once_and_extends(local_ray, cache_dir, tmp_path, capsys):
     status = json.loads(capsys.readouterr().out)["t"]
     assert status["totals"] == {"completed": 6} and status["tokens_left"] == 0
 
+    # A refused run (resources no node has) writes nothing: the manifest, status and report stand.
+    manifest = (results / "manifests" / "t.json").read_bytes()
+    write_spec(tmp_path / "big.toml", cache_dir, cpus=64)
+    assert main(["run", str(tmp_path / "big.toml"), "--results", str(results)]) == 2
+    assert (results / "manifests" / "t.json").read_bytes() == manifest
+    # An accepted spec that drops cells: their rows are still shown, as trials of an earlier spec.
+    write_spec(spec, cache_dir, multipliers=(2,))
+    assert main(["run", str(spec), "--results", str(results), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(results), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["t"]
+    assert status["totals"] == {"completed": 2} and status["earlier"] == {"completed": 4}
+    assert main(["status", str(results)]) == 0
+    assert "earlier specs: 4 completed" in capsys.readouterr().out
+
 
 def test_killed_worker_is_retried_and_resumes_exactly(local_ray, cache_dir, tmp_path):
     results = tmp_path / "results"
@@ -136,12 +151,13 @@ def test_killed_worker_is_retried_and_resumes_exactly(local_ray, cache_dir, tmp_
     assert abs(row["final_val_loss"] - whole.summary["final_val_loss"]) < 1e-6
 
 
-def _driver(args: list[str], env: dict | None = None) -> subprocess.Popen:
+def _driver(args: list[str], env: dict | None = None, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tiedsweep", *args],
         cwd=ROOT,
         env=env,
         start_new_session=True,
+        preexec_fn=preexec_fn,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -177,9 +193,12 @@ def test_killed_driver_then_resume_completes_each_trial_once(cache_dir, tmp_path
 
 
 def test_ctrl_c_checkpoints_and_records_interrupted(cache_dir, tmp_path):
+    """The driver inherits SIGINT ignored, as a background job (`cmd &`) and some CI shells start it:
+    the runner's own handler makes Ctrl-C work anyway (and the same handler serves a terminal)."""
     results = tmp_path / "results"
     spec = write_spec(tmp_path / "s.toml", cache_dir, name="cc", variants=("QKV",), multipliers=(200,))
-    driver = _driver(["run", str(spec), "--results", str(results), "--num-cpus", "2"])
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    driver = _driver(["run", str(spec), "--results", str(results), "--num-cpus", "2"], preexec_fn=ignore_sigint)
     ckpt = next(iter([results / "checkpoints" / "cc"]))
     deadline = time.time() + 120
     while time.time() < deadline and not list(ckpt.glob("*/checkpoint.pt")):
@@ -326,3 +345,25 @@ def test_two_drivers_on_one_results_dir_run_each_trial_once(cache_dir, tmp_path)
     assert {r["status"] for r in rows} == {"completed"} and {r["attempt"] for r in rows} == {0}
     # A driver leases only what it can run now (1 slot each here), so both share the work.
     assert all(re.search(r"two: [1-6] completed", out) for out in outs), outs
+
+
+def test_progress_line_shows_the_running_trials_live_rate(tmp_path, capsys):
+    """The live tok/s is the sum of the running trials' latest log rates (as execute._logger writes
+    them); with none running, or no rate logged yet, the last finished trial's rate."""
+    from orchestrator.execute import _logger
+    from orchestrator.runner import _Progress
+
+    logs = []
+    for i, rate in enumerate((1200.0, 34.5)):
+        log, _, progress = _logger(str(tmp_path / f"t{i}.log"))
+        progress({"step": 3, "steps": 9, "loss": 5.0, "lr": 1e-3, "tokens_per_s": rate - 1000})
+        progress({"step": 9, "steps": 9, "loss": 4.0, "lr": 1e-3, "tokens_per_s": rate})
+        log.close()
+        logs.append(str(tmp_path / f"t{i}.log"))
+    shown = _Progress(total=4, flops_left=1e9, quiet=False)
+    shown.logs = lambda: [*logs, str(tmp_path / "not-yet.log")]
+    shown.show(running=3, force=True)
+    assert "now 1,234 tok/s" in capsys.readouterr().err
+    shown.done({"status": "completed", "tokens_per_s": 777.0}, 1e8)
+    shown.show(running=0, force=True)
+    assert "last 777 tok/s" in capsys.readouterr().err

@@ -98,3 +98,24 @@ def test_the_manifest_is_versioned(tmp_path):
     doc = {"results_version": RESULTS_VERSION, "name": "s", "spec_path": "", "spec_text": "", "trials": []}
     (path / "s.json").write_text(json.dumps(doc))
     assert manifest_ids(str(tmp_path), "s") == set()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('{"results_version": 2, "name": "s", "trials": [', "not a manifest (invalid JSON"),
+        ('{"results_version": 2, "name": "s", "spec_path": "", "trials": []}', "manifest lacks spec_text"),
+        ('{"results_version": 2, "format": 9, "name": "s", "trials": []}', "manifest format 9"),
+        (
+            '{"results_version": 2, "name": "s", "spec_path": "", "spec_text": "", "trials": [{"trial_id": "x"}]}',
+            "trials[0] does not match",
+        ),
+    ],
+)
+def test_damaged_manifest_is_refused_in_one_line(tmp_path, capsys, content, says):
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "s.json").write_text(content)
+    for command in ("status", "resume"):
+        assert main([command, str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(tmp_path / "manifests" / "s.json") in err and says in err, err

@@ -259,3 +259,58 @@ def test_reads_during_writes_and_compactions(tmp_path: Path) -> None:
         seen = trials.num_rows
     worker.join()
     assert seen == n
+
+
+def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
+    from records.store import SkippedFileWarning
+
+    for i in range(2):
+        write_attempt(str(tmp_path), "s", trial(f"t-{i}"), evals(2))
+    folder = tmp_path / "trials" / "sweep=s"
+    good = sorted(folder.iterdir())[0]
+    strays = {
+        "notes.txt": b"remember to rerun m8\n",  # a stray note
+        "part-torn.parquet": good.read_bytes()[: good.stat().st_size // 2],  # a copy torn mid-write
+        "foreign.parquet": None,  # someone else's table
+    }
+    for name, raw in strays.items():
+        if raw is None:
+            pq.write_table(pa.table({"a": [1, 2]}), folder / name)
+        else:
+            (folder / name).write_bytes(raw)
+    (tmp_path / "evals" / "sweep=s" / "junk.parquet").write_bytes(b"PAR1 not really")
+    with pytest.warns(SkippedFileWarning) as caught:
+        assert sorted(read_trials(str(tmp_path))["trial_id"].to_pylist()) == ["t-0", "t-1"]
+        assert read_evals(str(tmp_path)).num_rows == 4
+        assert next_attempt(str(tmp_path), "s", "t-0") == 1
+        counts = compact(str(tmp_path))
+        assert sorted(read_trials(str(tmp_path))["trial_id"].to_pylist()) == ["t-0", "t-1"]
+    named = {str(w.message).split(": skipped: ")[0] for w in caught}
+    assert {str(folder / n) for n in strays} | {str(tmp_path / "evals" / "sweep=s" / "junk.parquet")} <= named
+    assert counts["trials"]["rows_after"] == 2 and counts["evals"]["rows_after"] == 4
+    assert all((folder / n).exists() for n in strays)  # compact leaves what it cannot read where it is
+
+
+def test_newer_schema_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    from records.manifest import ResultsVersionError
+
+    write_attempt(str(tmp_path), "s", trial("t-0"), [])
+    (path,) = part_files(tmp_path / "trials")
+    table = pq.read_table(path)
+    newer = table.replace_schema_metadata({b"tiedsweep.schema_version": str(SCHEMA_VERSION + 1).encode()})
+    newer = newer.set_column(newer.schema.get_field_index("schema_version"), "schema_version",
+                             pa.array([SCHEMA_VERSION + 1], pa.int32()))  # fmt: skip
+    pq.write_table(newer, path.with_name("part-newer.parquet"))
+    with pytest.raises(ResultsVersionError) as info:
+        read_trials(str(tmp_path))
+    line = str(info.value)
+    assert "\n" not in line and "part-newer.parquet" in line and f"schema version {SCHEMA_VERSION + 1}" in line
+
+
+def test_a_retried_write_replaces_what_the_failed_try_wrote(tmp_path: Path) -> None:
+    """The driver retries a failed result write with the same key: no orphan evals file, no duplicate."""
+    write_attempt(str(tmp_path), "s", trial("t-0"), evals(3), key="k1")  # a try whose success went unseen
+    evals_file = part_files(tmp_path / "evals")
+    write_attempt(str(tmp_path), "s", trial("t-0"), evals(3), key="k1")  # its retry
+    assert part_files(tmp_path / "evals") == evals_file and len(part_files(tmp_path / "trials")) == 1
+    assert read_evals(str(tmp_path)).num_rows == 3

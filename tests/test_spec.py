@@ -226,6 +226,50 @@ schedule = ["cosine", "step"]
     assert len(errors) == len(expected), "\n".join(errors)
 
 
+def test_file_checks_bounds_and_non_finite_numbers_all_at_once(tmp_path):
+    """Errors found by reading the files (a tokenizer that does not load, too few documents within
+    max_bytes) come with every other error of the spec, before anything starts."""
+    (tmp_path / "tok.json").write_text('{"not": "a tokenizer"}')
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("x" * 1000)
+    (tmp_path / "docs" / "b.txt").write_text("y" * 1000)
+    bad = f"""
+name = "t"
+[data]
+corpus = "{tmp_path / "docs"}"
+tokenizer = "{tmp_path / "tok.json"}"
+max_bytes = 10
+[train]
+lr = inf
+grad_clip = nan
+batch_size = 100_000_000
+[resources]
+cpus = inf
+[grid]
+variant = ["QKV", "Q-K=W"]
+size = [{{ d_model = 1_000_000, n_layer = 2, n_head = 4 }}, {{ d_model = 64, n_layer = 2, n_head = 4 }}]
+tokens_per_param = [20, 1e7]
+seq_len = [16_000_000]
+"""
+    errors = _errors(tmp_path, bad)
+    path = str(tmp_path / "spec.toml")
+    expected = [
+        f"data.tokenizer: cannot load '{tmp_path / 'tok.json'}'",
+        "data.max_bytes: 10 bytes of",
+        "train.lr: must be a finite number, got inf",
+        "train.grad_clip: must be a finite number, got nan",
+        "train.batch_size: must be <= 1,048,576",
+        "resources.cpus: must be a finite number, got inf",
+        "grid.variant[1]: unknown 'Q-K=W'",
+        "grid.size[0].d_model: must be <= 131,072",
+        "grid.tokens_per_param[1]: must be <= 100000",
+        "grid.seq_len[0]: must be <= 1,048,576",
+    ]
+    for want in expected:
+        assert sum(line.startswith(f"{path}: {want}") for line in errors) == 1, (want, errors)
+    assert len(errors) == len(expected), "\n".join(errors)
+
+
 def test_unreadable_and_invalid_files(tmp_path):
     missing = str(tmp_path / "nope.toml")
     with pytest.raises(SpecError, match=rf"^{re.escape(missing)}: cannot read: No such file"):

@@ -148,6 +148,39 @@ def _check(cfg: DataConfig) -> list[_Source]:
         raise DataError(f"max_bytes: must be positive or None, got {cfg.max_bytes}")
     if not 0 < cfg.val_fraction <= 0.5:
         raise DataError(f"val_fraction: must be in (0, 0.5], got {cfg.val_fraction}")
+    return _check_sources(cfg)
+
+
+def corpus_errors(cfg: DataConfig) -> list[str]:
+    """Every reason cfg's files cannot give a token stream, found without tokenizing, each naming its
+    field: a tokenizer file that is missing or does not load, a corpus that cannot be read, fewer
+    than 2 documents within max_bytes (one is held out). For a spec's checks, before anything runs."""
+    errs = []
+    if cfg.tokenizer != "bpe":
+        path = os.path.expanduser(cfg.tokenizer)
+        try:
+            if not os.path.isfile(path):
+                raise DataError(f"tokenizer: no such file '{cfg.tokenizer}'")
+            _open_tokenizer(path)  # ~0.1 s for a 50k vocab
+        except DataError as e:
+            errs.append(str(e))
+    if cfg.corpus.startswith(TOKENIZED):
+        return errs  # tokenized shards: corpus_fingerprint reads their manifest
+    try:
+        sources = _check_sources(cfg)
+        n = sum(1 for _ in islice(_documents(cfg, sources), 2))  # stops at the second document
+    except DataError as e:
+        return [*errs, str(e)]
+    if n < 2 and cfg.max_bytes is not None:
+        errs.append(f"max_bytes: {cfg.max_bytes:,} bytes of '{cfg.corpus}' hold {n} non-empty document(s); "
+                    "training needs at least 2 (one is held out for validation)")  # fmt: skip
+    elif n < 2:
+        errs.append(f"corpus: '{cfg.corpus}' has {n} non-empty document(s); training needs at least 2")
+    return errs
+
+
+def _check_sources(cfg: DataConfig) -> list[_Source]:
+    """The corpus's files, each checked as far as can be without reading it all."""
     sources = _sources(cfg.corpus)
     for s in sources:
         if s.kind == "parquet":

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A model or training config that cannot work; the message names the field."""
 
 
+# Upper bounds that catch a typo (an extra zero or three) before a sweep allocates it: each is
+# ~8x past the largest models published (d_model 18,432 and 126 layers in Llama 3 405B, 128 heads,
+# a 256k vocab in Gemma, 128k-token contexts).
+MAX_SHAPE = {"d_model": 1 << 17, "n_layer": 1024, "n_head": 1024, "d_ff": 1 << 19, "vocab_size": 1 << 21,
+             "seq_len": 1 << 20}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     variant: str = "baseline"  # canonical name or paper alias, see attention.py
@@ -53,11 +60,16 @@ class ModelConfig:
     def errors(self) -> list[str]:
         """Every reason this config cannot work, each naming its field ('' when fine)."""
         errs = []
-        for name in ("d_model", "n_layer", "n_head", "vocab_size", "seq_len"):
-            if getattr(self, name) < 1:
-                errs.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.d_ff is not None and self.d_ff < 1:
-            errs.append(f"d_ff: must be >= 1, got {self.d_ff}")
+        for name, most in MAX_SHAPE.items():
+            value = getattr(self, name)
+            if value is None and name == "d_ff":
+                continue
+            if value < 1:
+                errs.append(f"{name}: must be >= 1, got {value}")
+            elif value > most:
+                errs.append(f"{name}: must be <= {most:,} (a typo? far past any published model), got {value:,}")
+        if not (math.isfinite(self.rope_base) and self.rope_base > 1):
+            errs.append(f"rope_base: must be a finite number > 1, got {self.rope_base}")
         try:
             variant = parse_variant(self.variant)
         except ValueError as e:

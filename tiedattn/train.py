@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import math
 import os
 import shutil
@@ -35,6 +36,8 @@ from tiedattn.data import Batches, DataConfig, TokenData, prepare_data, val_batc
 from tiedattn.model import GPT, ConfigError, ModelConfig
 from tiedattn.probes import induction, induction_set, linear_v_coefficients, measure
 from tiedattn.tasks import TaskBatches, TaskConfig, position_buckets, task_row, val_set
+
+MAX_BATCH = 1 << 20  # sequences per step: 8x the ~128k of the largest published runs (4k x 32k-token)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,15 @@ class TrainConfig:
     peak_tflops: float | None = None  # per device, for mfu; None: accounting.PEAK_TFLOPS_BF16 by device name
 
     def errors(self) -> list[str]:
+        # inf and nan pass `lr > 0`-style checks one way or the other; a non-finite number gets one line
+        floats = ("lr", "warmup_frac", "min_lr_frac", "cooldown_frac", "weight_decay", "grad_clip")
+        infinite = [f"{name}: must be a finite number, got {getattr(self, name)}" for name in floats
+                    if not math.isfinite(getattr(self, name))]  # fmt: skip
+        if infinite:
+            return infinite + [e for e in self._errors() if e.split(":")[0] not in floats]
+        return self._errors()
+
+    def _errors(self) -> list[str]:
         errs = []
         if self.tokens <= 0:
             errs.append(f"tokens: must be > 0, got {self.tokens}")
@@ -82,6 +94,7 @@ class TrainConfig:
             ("grad_clip", self.grad_clip > 0, "> 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("n_evals", self.n_evals >= 1, ">= 1"),
+            ("batch_size", self.batch_size <= MAX_BATCH, f"<= {MAX_BATCH:,} sequences (a typo?)"),
             ("eval_tokens", self.eval_tokens >= 1, ">= 1"),
             ("warmup_tokens", self.warmup_tokens is None or self.warmup_tokens >= 0, ">= 0"),
         ):
@@ -328,6 +341,11 @@ def train(
     ckpt = os.path.join(trial.workdir, "checkpoint.pt") if trial.workdir else None
     if trial.workdir:
         os.makedirs(trial.workdir, exist_ok=True)
+        # A writer killed mid-save (SIGKILL, a lost node) leaves its temp file, as large as a checkpoint;
+        # one trainer has a workdir at a time (the driver's lease), so any temp file here is a dead one's.
+        for left in glob.glob(os.path.join(glob.escape(trial.workdir), "*.pt.tmp-*")):
+            with contextlib.suppress(OSError):
+                os.unlink(left)
     saved, source, recovered = _resume(ckpt, trial.init_from)
     if recovered:
         warnings.warn(f"trial {trial.workdir}: {recovered}", stacklevel=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,12 @@ def _report(results: str, sweep: str) -> None:
         print(f"tiedsweep: no report: {e}", file=sys.stderr)
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # one line naming what is wrong, not the source line that noticed it
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _warning_line
     args = build_parser().parse_args(argv)
     try:
         code = int(args.func(args) or 0)

@@ -18,10 +18,15 @@ from typing import Any
 import ray
 from ray._private import ray_constants
 
+from orchestrator.argcheck import unreachable
 from orchestrator.pool import SchedulingError, Task
+
+CONNECT_TIMEOUT_S = 10.0  # one TCP attempt at --address before ray.init, which retries for minutes
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
+    if why := unreachable(address, CONNECT_TIMEOUT_S):  # seconds, where ray.init would retry for minutes
+        raise SchedulingError(f"cannot connect to Ray: {why}")
     if ray.is_initialized():
         return
     try:
