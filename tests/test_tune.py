@@ -188,7 +188,9 @@ colour = 1
         tmp_path / "good.toml", cache_dir, tune="", sizes=(T2, T1, "{ d_model = 64, n_layer = 2, n_head = 4 }")
     )
     assert load_spec(str(good)).tune.sizes == ("d32l1h4f128", "d48l2h4f192")  # default: the grid's 2 smallest
-    assert main(["tune", str(good), "--results", str(tmp_path / "r"), "--n-trials", "0"]) == 2
+    with pytest.raises(SystemExit) as exited:  # argparse: one line naming the flag, exit 2
+        main(["tune", str(good), "--results", str(tmp_path / "r"), "--n-trials", "0"])
+    assert exited.value.code == 2 and "--n-trials: must be >= 1, got 0" in capsys.readouterr().err
     assert main(["tune", str(good), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "tn-baseline-d48l2h4f192: N " in out and "12 to run" in out and not (tmp_path / "r").exists()
