@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -386,7 +389,7 @@ def write_report(
     pngs, files = [], []
     for name, fig in {**(_figures(a) if a else {}), **acc_figs}.items():
         for ext in ("png", "svg"):
-            fig.savefig(out / f"{name}.{ext}", dpi=100)
+            _atomic(out / f"{name}.{ext}", lambda f, fig=fig, ext=ext: fig.savefig(f, format=ext, dpi=100))
             files.append(out / f"{name}.{ext}")
         pngs.append(out / f"{name}.png")
     holdouts = sorted(a.holdouts.items()) if a else []
@@ -409,15 +412,28 @@ def write_report(
     ]  # fmt: skip
     sections += [*acc_sections, ("Figures", pngs)]
     title = f"tiedsweep report: {Path(results_dir).resolve().name}" + (f", sweep {sweep}" if sweep else "")
-    (out / "report.md").write_text(markdown(title, sections))
-    (out / "report.html").write_text(to_html(title, sections))
+    summary = summary_json(a) if a else {"question": QUESTION, "verdicts": []}
+    _atomic(out / "report.md", lambda f: f.write(markdown(title, sections).encode()))
+    _atomic(out / "report.html", lambda f: f.write(to_html(title, sections).encode()))
+    _atomic(out / "verdict.json", lambda f: f.write(json.dumps(summary, indent=1).encode() + b"\n"))
     return {
         "markdown": out / "report.md",
         "html": out / "report.html",
         "figures": files,
         "verdicts": [v.sentence for v in a.verdicts] if a else [],
-        "json": summary_json(a) if a else {"question": QUESTION, "verdicts": []},
+        "json": summary,
     }
+
+
+def _atomic(path: Path, write: Callable) -> None:
+    """write(file) into a temp file beside path, then rename: a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _evals_of(results_dir: str | Path, trials: Columns) -> Columns | None:

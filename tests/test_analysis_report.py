@@ -196,6 +196,9 @@ def test_report_of_a_plain_csv_table_as_json(tmp_path, capsys):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Question: does the variant fall further behind QKV" in md and "Null: no effect of tying" in md
     assert v["sentence"] in md
+    saved = json.loads((tmp_path / "r" / "verdict.json").read_text())  # the report folder keeps the JSON
+    assert saved == {k: x for k, x in out.items() if k not in ("markdown", "html")}
+    assert not [p.name for p in (tmp_path / "r").iterdir() if ".tmp-" in p.name]  # no temp file left
 
 
 def test_the_over_training_law_is_fitted_on_6nd_not_measured_flops(tmp_path):
