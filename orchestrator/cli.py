@@ -38,11 +38,12 @@ def git_sha() -> str:
 
 
 def _run_options(args: argparse.Namespace, **extra):
-    """RunOptions from the flags that share a field's name (--max-retries -> max_retries), and `extra`."""
+    """RunOptions from the flags that share a field's name (--max-retries -> max_retries), and `extra`;
+    a flag left at None keeps the field's default."""
     from orchestrator.runner import RunOptions
 
     flags = {f.name for f in dataclasses.fields(RunOptions)} & set(vars(args))
-    return RunOptions(**{name: getattr(args, name) for name in flags}, **extra)
+    return RunOptions(**{name: getattr(args, name) for name in flags if getattr(args, name) is not None}, **extra)
 
 
 def _pool(args: argparse.Namespace, trials: list):
@@ -227,6 +228,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=int, default=3, help="re-runs of a trial whose worker or node died")
     p.add_argument("--checkpoint-dir", default=None, help="default RESULTS/checkpoints (shared storage)")
     p.add_argument("--num-cpus", type=int, default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--compact-over", type=int, default=None,
+                   help="compact the sweep's results past this many files (default 256)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 

@@ -162,8 +162,8 @@ class _SweepRun:
         self.index.add(st.trial_id, row["attempt"], row["status"], row.get("tokens"), [name])
         self.keeper.release(self.sweep, st.trial_id)
         self.progress.done(row, st.flops)
-        if self.index.part_files() + 1 > self.opts.compact_over:  # +1: the file just written
-            self.index.refresh()  # count other drivers' files too before paying for a merge
+        if self.index.part_files() > self.opts.compact_over:
+            self.index.refresh()  # another driver may have just compacted: list before paying for a merge
             if self.index.part_files() > self.opts.compact_over:
                 compact(self.results_dir, self.sweep)
 

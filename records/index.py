@@ -73,11 +73,9 @@ class TrialIndex:
         return len(self._seen[table])
 
     def add(self, trial_id: str, attempt: int, status: str, tokens: int, names: list[str] = ()) -> None:
-        """Record an attempt this driver wrote (`names`: its files, so refresh() does not read them)."""
+        """Record an attempt this driver wrote (`names`: its trials files, so refresh() does not read them)."""
         self._note(trial_id, attempt, status, tokens)
-        for name in names:
-            for seen in self._seen.values():
-                seen.add(name)
+        self._seen["trials"].update(names)
 
     def refresh(self) -> None:
         """Read what other drivers (or a compaction) added since the last refresh."""
