@@ -21,6 +21,7 @@ from records.layout import check_name, table_dir
 from records.schema import EVALS_SCHEMA, TRIALS_SCHEMA
 
 _PART = re.compile(r"part-(?P<trial_id>.+)-a(?P<attempt>\d+)-[0-9a-f]{8}\.parquet")
+COMPACTED_PREFIX = "part-compacted-"  # store.compact's merged files
 _COLUMNS = ["trial_id", "attempt", "status", "tokens"]
 # compact() may delete a part file between our listing and our read; a re-listing finds the merged
 # file instead (it is written before any source is deleted). Three tries covers back-to-back compactions.
@@ -68,9 +69,10 @@ class TrialIndex:
         entry = self.latest.get(trial_id)
         return None if entry is None else {"attempt": entry[0], "status": entry[1], "tokens": entry[2]}
 
-    def part_files(self, table: str = "trials") -> int:
-        """Data files in the partition as of the last refresh."""
-        return len(self._seen[table])
+    def part_files(self, table: str = "trials") -> tuple[int, int]:
+        """(one-attempt part files, compacted files) in the partition as of the last refresh."""
+        compacted = sum(name.startswith(COMPACTED_PREFIX) for name in self._seen[table])
+        return len(self._seen[table]) - compacted, compacted
 
     def add(self, trial_id: str, attempt: int, status: str, tokens: int, names: list[str] = ()) -> None:
         """Record an attempt this driver wrote (`names`: its trials files, so refresh() does not read them)."""

@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from records.index import part_name
+from records.index import COMPACTED_PREFIX, part_name
 from records.layout import TRUNK_SCHEDULE, check_name, filesystem_for, table_dir
 from records.manifest import manifest_ids
 from records.schema import ENUMS, EVALS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
@@ -192,8 +192,12 @@ def _partition_dirs(filesystem: pafs.FileSystem, root: str, sweep: str | None) -
     )
 
 
-def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, int]]:
+def compact(results_dir: str, sweep: str | None = None, parts_only: bool = False) -> dict[str, dict[str, int]]:
     """Merge each sweep partition's part files into one file per table, then delete the sources.
+
+    parts_only: merge only the one-attempt part files and leave earlier `part-compacted-*` files as
+    they are, so a compaction costs what was added since the last one, not the whole sweep (the
+    driver's auto-compaction; readers drop rows that two files share).
 
     The merged file is written atomically before any source is deleted; readers drop the duplicate
     rows visible in between. Temp files older than an hour (crashed writers) are removed too.
@@ -208,7 +212,7 @@ def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, i
         for directory in _partition_dirs(filesystem, f"{base}/{table}", sweep):
             for tries_left in range(_READ_TRIES - 1, -1, -1):
                 try:
-                    _compact_partition(filesystem, directory, schema, keys, c)
+                    _compact_partition(filesystem, directory, schema, keys, c, parts_only)
                     break
                 except FileNotFoundError:  # another compaction merged and removed a part we listed
                     if not tries_left:
@@ -217,7 +221,8 @@ def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, i
 
 
 def _compact_partition(
-    filesystem: pafs.FileSystem, directory: str, schema: pa.Schema, keys: list[str], c: dict[str, int]
+    filesystem: pafs.FileSystem, directory: str, schema: pa.Schema, keys: list[str], c: dict[str, int],
+    parts_only: bool = False,
 ) -> None:
     parts, stale = [], []
     for info in filesystem.get_file_info(pafs.FileSelector(directory)):
@@ -226,7 +231,8 @@ def _compact_partition(
             if info.mtime_ns is not None and time.time() - info.mtime_ns / 1e9 > _STALE_TMP_S:
                 stale.append(info.path)
         elif name.endswith(".parquet") and not name.startswith((".", "_")):
-            parts.append(info.path)
+            if not (parts_only and name.startswith(COMPACTED_PREFIX)):
+                parts.append(info.path)
     for path in stale:
         with contextlib.suppress(FileNotFoundError):  # a concurrent compact removed it first
             filesystem.delete_file(path)
@@ -240,7 +246,7 @@ def _compact_partition(
     c["files_before"] += len(parts)
     c["rows_before"] += rows
     if merged is not None:
-        _write_atomic(filesystem, directory, f"part-compacted-{uuid.uuid4().hex[:8]}.parquet", merged)
+        _write_atomic(filesystem, directory, f"{COMPACTED_PREFIX}{uuid.uuid4().hex[:8]}.parquet", merged)
         for path in parts:
             with contextlib.suppress(FileNotFoundError):  # a concurrent compact merged and removed it first
                 filesystem.delete_file(path)

@@ -64,10 +64,28 @@ def test_index_follows_compactions(tmp_path: Path) -> None:
     write_attempt(d, "s", trial("t0", 1, "failed"), evals(1))  # unseen by the index, then merged
     compact(d, "s")
     index.refresh()  # reads the one compacted file of each table, nothing else
-    assert index.files_read == 3 + 2 and index.part_files() == 1
+    assert index.files_read == 3 + 2 and index.part_files() == (0, 1)
     assert index.status("t0")["status"] == "failed"
     _agrees(index, d, ["t0", "t1", "t2", "t9"])
 
     fresh = TrialIndex(d, "s")  # a driver started after the compaction
     fresh.refresh()
     assert fresh.latest == index.latest and fresh.highest == index.highest
+
+
+def test_compacting_parts_only_leaves_merged_files_and_reads_the_same(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    for i in range(3):
+        write_attempt(d, "s", trial(f"t{i}"), evals(2))
+    compact(d, "s")
+    write_attempt(d, "s", trial("t0", 1, "failed"), evals(1))
+    write_attempt(d, "s", trial("t3"), [])
+    before = trial_status(d, "s")
+    counts = compact(d, "s", parts_only=True)
+    assert counts["trials"]["files_before"] == 2 and counts["trials"]["files_after"] == 1
+    names = sorted(p.name for p in (tmp_path / "trials" / "sweep=s").iterdir())
+    assert len(names) == 2 and all(n.startswith("part-compacted-") for n in names)
+    assert trial_status(d, "s") == before and next_attempt(d, "s", "t0") == 2
+    index = TrialIndex(d, "s")
+    index.refresh()
+    assert index.part_files() == (0, 2) and index.next_attempt("t0") == 2
