@@ -90,8 +90,9 @@ def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     """
     trials, rate = sweep.trials, sweep.flops_per_s
     full = len(trials) <= SUMMARY_OVER if full is None else full
-    epochs = [_cells(t, train_tokens, rate)[1] for t in trials] if train_tokens is not None else []
-    repeats = [(t, e) for t, e in zip(trials, epochs, strict=True) if e > 1]
+    repeats = []  # (trial, epochs) of trials that see their data more than once
+    if train_tokens is not None:
+        repeats = [(t, e) for t in trials if (e := _cells(t, train_tokens, rate)[1]) > 1]
     if full:
         widths = _widths(_cells(t, train_tokens, rate)[0] for t in trials)
         yield from _table([HEADER], widths)
