@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pyarrow.parquet as pq
 
-from records import store
 from orchestrator.runner import _MERGED_MAX
+from records import store
 from records.index import TrialIndex
 from records.schema import EVALS_SCHEMA, TRIALS_SCHEMA
 from tests.test_results import evals, trial

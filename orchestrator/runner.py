@@ -26,8 +26,8 @@ from orchestrator.execute import Paths, execute
 from orchestrator.lease import LeaseKeeper, leases_supported, owner_alive, read_lease
 from orchestrator.pool import Pool, Task, drive
 from orchestrator.sweep import SweepTrial
-from records.layout import checkpoints_dir, log_path
 from records.index import TrialIndex
+from records.layout import checkpoints_dir, log_path
 from records.store import compact, write_attempt
 
 

@@ -38,6 +38,8 @@ _STALE_TMP_S = 3600.0
 # compact() may delete a part file between a reader's listing and its read; re-listing finds the
 # merged file instead. Three tries covers back-to-back compactions.
 _READ_TRIES = 3
+
+
 def _timestamp(value: object, column: str) -> object:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, tz=timezone.utc)
@@ -221,7 +223,11 @@ def compact(results_dir: str, sweep: str | None = None, parts_only: bool = False
 
 
 def _compact_partition(
-    filesystem: pafs.FileSystem, directory: str, schema: pa.Schema, keys: list[str], c: dict[str, int],
+    filesystem: pafs.FileSystem,
+    directory: str,
+    schema: pa.Schema,
+    keys: list[str],
+    c: dict[str, int],
     parts_only: bool = False,
 ) -> None:
     parts, stale = [], []

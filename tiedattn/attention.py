@@ -20,7 +20,6 @@ the cache holds one pre-RoPE tensor per token (rotated on use).
 from __future__ import annotations
 
 import functools
-
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
