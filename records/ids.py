@@ -16,6 +16,7 @@ spec asked for it (before [budget] match = "params" widens a variant's d_ff).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 
@@ -34,6 +35,16 @@ def content_hash(payload: dict) -> str:
     """8 hex digits of sha256 over the canonical JSON of `payload` and RESULTS_VERSION."""
     blob = json.dumps({"results_version": RESULTS_VERSION, **payload}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _fields(config) -> dict:
+    """dataclasses.asdict of a flat config (no nested dataclasses): the same JSON, without deep copies."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+@functools.lru_cache(maxsize=4096)  # a sweep repeats each model over budgets and seeds
+def _model_fields(model: ModelConfig) -> dict:
+    return _fields(model)
 
 
 def data_key(data: DataConfig, fingerprint: str | None) -> dict:
@@ -64,14 +75,14 @@ def trial_id(
     A trunk's id leaves out its length (tokens, tokens_per_param): a larger budget extends it, and
     its branches' id of it (role "trunk" on a branch's own config) is the trunk's id.
     """
-    train_d = {k: v for k, v in dataclasses.asdict(train).items() if k not in RUNTIME_FIELDS}
+    train_d = {k: v for k, v in _fields(train).items() if k not in RUNTIME_FIELDS}
     budget = dict(budget)
     if role == "trunk":
         train_d.pop("tokens")
         budget.pop("tokens_per_param", None)
     if role == "proxy":
         train_d.pop("lr")
-    payload = {"model": dataclasses.asdict(model), "train": train_d, "data": data, "budget": budget, "role": role}
+    payload = {"model": _model_fields(model), "train": train_d, "data": data, "budget": budget, "role": role}
     digest = content_hash(payload | ({"depends_on": depends_on} if depends_on else {}))
     v, seed = model.variant, train.seed
     prefix = {
