@@ -48,17 +48,24 @@ def _seconds(t, flops_per_s: float) -> float:
     return t.flops / flops_per_s / t.workers
 
 
-def _cells(t, train_tokens: int | None, flops_per_s: float) -> tuple[tuple[str, ...], float | None]:
-    """One trial's row of the table, and its epochs (None: corpus size unknown)."""
+def _epochs(t, train_tokens: int | None) -> float | None:
+    """Epochs of unique data a trial trains on (None: corpus size unknown)."""
+    if train_tokens is None:
+        return None
+    T = t.trial.train.seq_len or t.trial.model.seq_len
+    return t.trial.train.tokens / max(1, (train_tokens - 1) // T * T)
+
+
+def _cells(t, train_tokens: int | None, flops_per_s: float) -> tuple[str, ...]:
+    """One trial's row of the table."""
     m, tc = t.trial.model, t.trial.train
-    T = tc.seq_len or m.seq_len
     acct = account(m)  # cached per model: a sweep repeats each over budgets and seeds
-    epochs = None if train_tokens is None else tc.tokens / max(1, (train_tokens - 1) // T * T)
+    epochs = _epochs(t, train_tokens)
     params = (acct.params_non_embedding, acct.params_total, tc.tokens)
     cells = (t.trial_id, parse_variant(m.variant).paper, m.label, *map(_si, params), f"{t.tokens_per_param:g}",
              f"{t.flops:.2e}", "?" if epochs is None else f"{epochs:.2f}", "R" if epochs and epochs > 1 else "",
              str(t.workers), _duration(_seconds(t, flops_per_s)))  # fmt: skip
-    return cells, epochs
+    return cells
 
 
 def _table(rows, widths: list[int]) -> Iterator[str]:
@@ -76,8 +83,9 @@ def _widths(rows) -> list[int]:
 def _by(trials, key, flops_per_s: float) -> list[str]:
     groups: dict = {}
     for t in trials:
-        n, flops = groups.get(key(t), (0, 0.0))
-        groups[key(t)] = (n + 1, flops + t.flops)
+        k = key(t)
+        n, flops = groups.get(k, (0, 0.0))
+        groups[k] = (n + 1, flops + t.flops)
     width = max(len(str(k)) for k in groups)
     return [f"  {k!s:<{width}}  {n:>8} trials  {f:.3g} FLOPs  {f / flops_per_s / 3600:.3g} trial-hours"
             for k, (n, f) in groups.items()]  # fmt: skip
@@ -98,11 +106,11 @@ def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     full = len(trials) <= SUMMARY_OVER if full is None else full
     repeats = []  # (trial, epochs) of trials that see their data more than once
     if train_tokens is not None:
-        repeats = [(t, e) for t in trials if (e := _cells(t, train_tokens, rate)[1]) > 1]
+        repeats = [(t, e) for t in trials if (e := _epochs(t, train_tokens)) > 1]
     if full:
-        widths = _widths(_cells(t, train_tokens, rate)[0] for t in trials)
+        widths = _widths(_cells(t, train_tokens, rate) for t in trials)
         yield from _table([HEADER], widths)
-        yield from _table((_cells(t, train_tokens, rate)[0] for t in trials), widths)
+        yield from _table((_cells(t, train_tokens, rate) for t in trials), widths)
     else:
         top = heapq.nlargest(TOP, trials, key=lambda t: t.flops)
         yield f"{len(trials)} trials: a summary (--all prints every row)"
@@ -113,7 +121,7 @@ def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = No
         yield "by tokens_per_param:"
         yield from _by(trials, lambda t: f"{t.tokens_per_param:g}", rate)
         yield f"the {len(top)} most expensive trials:"
-        rows = [_cells(t, train_tokens, rate)[0] for t in top]
+        rows = [_cells(t, train_tokens, rate) for t in top]
         yield from _table([HEADER, *rows], _widths(rows))
     if slots is None:
         slots, why = local_slots(sweep)
