@@ -16,7 +16,8 @@ sweep, 70% completed (one compacted trials file), two trials leased. Both print 
 same commands with the code of another checkout (e.g. `git worktree add /tmp/main main`) beside.
 
 sweep: `--sweeps 50 1000` runs sweeps of that many tiny trials (~0.1 s of training each) on one
-embedded Ray (started once, not timed) with the real runner; per trial = wall / trials. Minutes.
+embedded Ray (started once, its workers warmed up by a first small sweep, neither timed) with the
+real runner; per trial = wall / trials. Minutes.
 
     .venv/bin/python bench/many_trials.py [--sizes 100 1000 10000] [--window 300] [--dry-run 100000]
         [--status 10000] [--against DIR] [--sweeps 50 1000] [--slots 2]
@@ -203,29 +204,30 @@ cache_dir = "{cache}"
 batch_size = 8
 n_evals = 1
 eval_tokens = 1024
+compile = false
 [resources]
 cpus = 1
 [grid]
 variant = ["QKV"]
 size = [{{ d_model = 32, n_layer = 1, n_head = 4 }}]
-tokens_per_param = [1]
+tokens_per_param = [0.1]
 seq_len = [32]
 seed = {seeds}
 """
 
 
-def sweep_wall(n: int, tmp: str, slots: int) -> dict:
-    """A sweep of n tiny trials (12.8k params x 1 token each: 50 steps) through the runner on the
+def sweep_wall(n: int, tmp: str, slots: int, name: str = "s") -> dict:
+    """A sweep of n tiny trials (12.8k params x 0.1 tokens each: 5 steps of 8 x 32) through the runner on the
     embedded Ray that the caller started; wall per trial, and the trials' own mean wall_s."""
     from orchestrator.raybackend.pool import RayPool
     from orchestrator.runner import RunOptions, run_trials
     from orchestrator.spec import load_spec
 
-    spec = os.path.join(tmp, f"sweep{n}.toml")
+    spec = os.path.join(tmp, f"{name}{n}.toml")
     with open(spec, "w") as f:
-        f.write(SWEEP.format(name=f"s{n}", cache=os.path.join(tmp, "cache"), seeds=list(range(n))))
+        f.write(SWEEP.format(name=f"{name}{n}", cache=os.path.join(tmp, "cache"), seeds=list(range(n))))
     sweep = load_spec(spec)
-    out = os.path.join(tmp, f"sweep{n}")
+    out = os.path.join(tmp, f"{name}{n}")
     t0 = time.perf_counter()
     counts = run_trials(sweep.name, sweep.trials, out, RunOptions(num_cpus=slots, quiet=True), "bench",
                         RayPool(None, slots))  # fmt: skip
@@ -289,6 +291,7 @@ def main() -> None:
 
             os.environ["TIEDSWEEP_CACHE"] = os.path.join(tmp, "cache")  # the workers' token cache
             connect(None, args.slots)  # start-up once, not timed
+            sweep_wall(2 * args.slots, tmp, args.slots, "warm")  # the workers' start-up (torch import) too
             first = None
             for n in args.sweeps:
                 r = sweep_wall(n, tmp, args.slots)
