@@ -17,7 +17,9 @@ same commands with the code of another checkout (e.g. `git worktree add /tmp/mai
 
 sweep: `--sweeps 50 1000` runs sweeps of that many tiny trials (~0.1 s of training each) on one
 embedded Ray (started once, its workers warmed up by a first small sweep, neither timed) with the
-real runner; per trial = wall / trials. Minutes.
+real runner; per trial = wall / trials, and the rest = that - the trials' mean train() wall_s /
+slots (Ray, process hand-offs, the driver's bookkeeping, writes): the load shifts train() between
+sweeps run one after the other. Minutes.
 
     .venv/bin/python bench/many_trials.py [--sizes 100 1000 10000] [--window 300] [--dry-run 100000]
         [--status 10000] [--against DIR] [--sweeps 50 1000] [--slots 2]
@@ -295,10 +297,12 @@ def main() -> None:
             first = None
             for n in args.sweeps:
                 r = sweep_wall(n, tmp, args.slots)
+                r["driver_s"] = r["per_trial_s"] - r["train_s"] / args.slots  # what is not the trials' train()
                 first = first or r
                 print(f"sweep of {n:>5} tiny trials on {args.slots} slots: {r['per_trial_s']:.3f} s wall per trial "
                       f"({r['per_trial_s'] / first['per_trial_s']:.2f}x of {first['trials']}); the trials' own "
-                      f"train() {r['train_s']:.3f} s each", flush=True)  # fmt: skip
+                      f"train() {r['train_s']:.3f} s each; the rest {r['driver_s']:.3f} s per trial "
+                      f"({r['driver_s'] / first['driver_s']:.2f}x)", flush=True)  # fmt: skip
             shutdown()
 
 
