@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis import AnalysisError, plots
+from analysis import AnalysisError, accuracy, plots
 from analysis.cells import baseline_name
 from analysis.fit import (
     CHINCHILLA,
@@ -53,12 +53,13 @@ def analyse(
 ) -> Analysis:  # fmt: skip
     """Everything the report shows, from a results directory (one sweep, or all of them: pairs never
     cross sweeps; each sweep's trials restricted to those its manifest lists) or from a plain
-    CSV/Parquet table (`tables.load_table`)."""
+    CSV/Parquet table (`tables.load_table`). Synthetic-task trials are left out (analysis.accuracy)."""
     table = Path(results_dir).is_file()
     if table:
         everything, stale, n_kind = load_table(results_dir), {}, "table"
     else:
         everything, stale = load_sweep_trials(results_dir, n_kind, sweep)
+        everything = select(everything, ~accuracy.is_task(everything))  # task trials: accuracy.sections
     trials, excluded = completed(everything)
     if trials["loss"].size == 0:
         raise AnalysisError(f"{results_dir}: no completed trials (left out: {excluded}; {_stale_text(stale)})")
@@ -367,22 +368,33 @@ def write_report(
 
     Returns {"markdown": path, "html": path, "figures": [paths], "verdicts": [sentences], "json": dict}.
     """
-    a = analyse(results_dir, n_boot=n_boot, sweep=sweep)
-    root = Path(results_dir).parent if a.table else Path(results_dir)
+    table = Path(results_dir).is_file()
+    acc_sections, acc_figs = [], {}
+    if not table:  # task accuracy reads a results directory's evals
+        all_trials = load_sweep_trials(results_dir, sweep=sweep)[0]
+        acc_sections, acc_figs = accuracy.sections(all_trials, _evals_of(results_dir, all_trials))
+    try:
+        a = analyse(results_dir, n_boot=n_boot, sweep=sweep)
+    except AnalysisError:
+        if not acc_sections:  # neither a loss analysis nor task accuracy: nothing to report
+            raise
+        a = None  # a sweep of synthetic tasks only
+    root = Path(results_dir).parent if table else Path(results_dir)
     default = root / "report" if sweep is None else root / "report" / sweep
     out = Path(out_dir) if out_dir is not None else default
     out.mkdir(parents=True, exist_ok=True)
     pngs, files = [], []
-    for name, fig in _figures(a).items():
+    for name, fig in {**(_figures(a) if a else {}), **acc_figs}.items():
         for ext in ("png", "svg"):
             fig.savefig(out / f"{name}.{ext}", dpi=100)
             files.append(out / f"{name}.{ext}")
         pngs.append(out / f"{name}.png")
+    holdouts = sorted(a.holdouts.items()) if a else []
     held = [f"{display_name(v)}: mean |error| {100 * h.mean_abs:.2f}% on {h.rel_error.size} cells with "
-            f"C >= {h.threshold:.3g} (fitted on {h.n_train})" for v, h in sorted(a.holdouts.items())]  # fmt: skip
-    family = a.verdicts[0].family if a.verdicts else 0
-    sweeps = a.trials.get("sweep", np.array([])).tolist()
-    sections: list[Section] = [
+            f"C >= {h.threshold:.3g} (fitted on {h.n_train})" for v, h in holdouts]  # fmt: skip
+    family = a.verdicts[0].family if a and a.verdicts else 0
+    sweeps = a.trials.get("sweep", np.array([])).tolist() if a else []
+    sections: list[Section] = [] if a is None else [
         ("Verdict", [QUESTION, [v.sentence for v in a.verdicts],
                      f"p: two-sided for slope = 0, Holm-corrected across the {family} verdict(s) of this report; "
                      "intervals: unadjusted 95%."]),
@@ -394,8 +406,8 @@ def write_report(
          [_fit_table(a.overtraining, OVERTRAINING), *_starred(a.overtraining)]),
         ("Gaps", _gap_tables(a)),
         ("Notes", [a.notes or ["none"]]),
-        ("Figures", pngs),
     ]  # fmt: skip
+    sections += [*acc_sections, ("Figures", pngs)]
     title = f"tiedsweep report: {Path(results_dir).resolve().name}" + (f", sweep {sweep}" if sweep else "")
     (out / "report.md").write_text(markdown(title, sections))
     (out / "report.html").write_text(to_html(title, sections))
@@ -403,6 +415,11 @@ def write_report(
         "markdown": out / "report.md",
         "html": out / "report.html",
         "figures": files,
-        "verdicts": [v.sentence for v in a.verdicts],
-        "json": summary_json(a),
+        "verdicts": [v.sentence for v in a.verdicts] if a else [],
+        "json": summary_json(a) if a else {"question": QUESTION, "verdicts": []},
     }
+
+
+def _evals_of(results_dir: str | Path, trials: Columns) -> Columns | None:
+    evals = load_evals(results_dir)
+    return None if evals is None else select(evals, np.isin(evals["trial_id"], trials["trial_id"]))

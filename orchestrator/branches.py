@@ -41,7 +41,8 @@ def plan_branches(trials: list[SweepTrial], ids: TrialIds) -> list[SweepTrial]:
 
     def _id(st: SweepTrial, role: str, depends_on: str | None = None) -> str:
         t = st.trial
-        return ids.trial(t.model, t.train, st.budget, shape_id=st.shape_id, role=role, depends_on=depends_on)
+        return ids.trial(t.model, t.train, st.budget, shape_id=st.shape_id, role=role, depends_on=depends_on,
+                         task=t.task)  # fmt: skip
 
     groups: dict[str, list[SweepTrial]] = defaultdict(list)
     out = [t for t in trials if t.role != "branch"]

@@ -5,13 +5,17 @@ train axis that TrainConfig field, so a new grid axis over an existing config fi
 AXES (and its test). A trial's token budget is
     D = ceil(tokens_per_param * N / (B * T)) * B * T     (whole optimizer steps of B sequences of T tokens)
 with N the non-embedding or total params ([budget] n_basis) of the baseline or the variant itself
-([budget] tokens_basis). Ids come from records.ids; WSD branches and their trunks from branches.py.
+([budget] tokens_basis), or, with [budget] tokens, that fixed D in whole steps for every trial
+(tokens_per_param is then D / N). [train] batch_tokens sets B = batch_tokens // T per trial. A
+[data] axis (task, num_kv_pairs) picks a synthetic task (tiedattn/tasks.py) instead of the text.
+Ids come from records.ids; WSD branches and their trunks from branches.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import operator
 
@@ -22,9 +26,11 @@ from records.tuning import TUNED, tuned_lr
 from tiedattn.accounting import account, match_params
 from tiedattn.data import DataConfig
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import TaskConfig, task_config
 from tiedattn.train import TrainConfig, Trial
 
-# grid axis -> (TOML type, the config it sets: "model" | "train" | None for the grid's own axes). The
+# grid axis -> (TOML type, the config it sets: "model" | "train" | "data" (the task, tiedattn.tasks) |
+# None for the grid's own axes). The
 # product runs in this order (the first trial of a cell in grid order is its tuning proxy's).
 # d_ff is absolute (the MLP width, as in [model] and size tables); left out, it is 4 d_model.
 AXES: dict[str, tuple[type | tuple[type, ...], str | None]] = {
@@ -38,10 +44,14 @@ AXES: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "schedule": (str, "train"),  # cosine | wsd | wsd-branches (orchestrator/branches.py)
     "norm": (str, "model"),
     "d_ff": (int, "model"),
+    "task": (str, "data"),  # "lm" (the text) or a synthetic task (tiedattn.tasks.TASKS)
+    "num_kv_pairs": (int, "data"),  # mqar only; None: the task's default
 }
+# The [data] axes at their text values: left out of a cell's coordinates, so text cells keep their ids.
+_TEXT_POINT = {"task": "lm", "num_kv_pairs": None}
 MODEL_AXES = tuple(k for k, (_, where) in AXES.items() if where == "model" and k != "seq_len")
 WSD_BRANCHES = "wsd-branches"
-MODEL_KEY = ("variant", "size", "seq_len", *MODEL_AXES)  # the axes a trial's model depends on (base_model)
+MODEL_KEY = ("variant", "size", "seq_len", *MODEL_AXES, "task")  # what a trial's model depends on (base_model)
 CELL_KEY = tuple(k for k in AXES if k not in ("variant", "lr"))  # a cell: the grid point without these
 # the axes a TrainConfig depends on besides N and the rate (_Grid.train)
 TRAIN_KEY = ("tokens_per_param", "seq_len", *(k for k, (_, where) in AXES.items() if where == "train"))
@@ -63,28 +73,33 @@ def base_model(variant: str, size: dict, point: dict, sec: dict) -> ModelConfig:
     m = sec["model"]
     kw = {k: x for k, x in m.items() if k != "seq_len"}
     kw |= {k: point[k] for k in MODEL_AXES if point.get(k) is not None}
-    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size))
+    text = point.get("task", "lm") == "lm"  # a task's default vocab is the task's
+    vocab = m.get("vocab_size", sec["data"].get("vocab_size", DataConfig.vocab_size if text else TaskConfig.vocab_size))
     context = m.get("seq_len", point["seq_len"])
     return ModelConfig(**{**kw, "variant": variant, **size, "vocab_size": vocab, "seq_len": context})
 
 
 class _Grid:
     """The trials of one grid. Everything a trial shares with others (its model, matched d_ff and N; its
-    TrainConfig, which every variant of a shape shares when tokens_basis = "baseline"; the tuned rate,
-    FLOPs per token, the cell id) is made once, keyed by the axis values' positions (never by values:
-    1 and 1.0 are equal keys but hash apart); ids come from one records.ids.TrialIds. A 10^5-trial
-    dry run: 8 s of CPU, 53 s when each trial made all of this itself (bench/many_trials.py)."""
+    TrainConfig and budget, which every variant of a shape shares when tokens_basis = "baseline"; its
+    task, the tuned rate, FLOPs per token, the cell id) is made once, keyed by the axis values'
+    positions (never by values: 1 and 1.0 are equal keys but hash apart); ids come from one
+    records.ids.TrialIds. A 10^5-trial dry run: 8 s of CPU, 53 s when each trial made all of this
+    itself (bench/many_trials.py)."""
 
     def __init__(self, axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple,
                  tuned: dict | None) -> None:  # fmt: skip
         self.sec, self.data, self.fp, self.budget, self.res = sec, data, fp, budget, res
         self.values = [[x for _, x in axes[k]] for k in AXES]  # each axis's values, in AXES order
-        self.min_budget, self.tuned = min(self.values[_TPP]), tuned
+        # None: [budget] tokens, the same tokens for every trial
+        self.min_budget = min((x for x in self.values[_TPP] if x is not None), default=None)
+        self.fixed, self.tuned = sec["budget"].get("tokens"), tuned
         self.ids = TrialIds(data_key(data, fp), {s: sec[s] for s in ("model", "train", "data", "budget")})
-        self.train_kw = {k: x for k, x in sec["train"].items() if AXES.get(k, (0, None))[1] != "train"}
+        self.train_kw = {k: x for k, x in sec["train"].items()
+                         if AXES.get(k, (0, None))[1] != "train" and k != "batch_tokens"}  # fmt: skip
         self.models: dict[tuple, tuple[ModelConfig, str, int, float]] = {}
-        self.trains: dict[tuple, TrainConfig] = {}
-        self.budgets: dict[int, dict] = {}
+        self.trains: dict[tuple, tuple[TrainConfig, dict]] = {}
+        self.tasks: dict[tuple, TaskConfig | None] = {}
         self.rates: dict[tuple, float] = {}
         self.cells: dict[tuple, str] = {}
 
@@ -103,22 +118,28 @@ class _Grid:
             self.models[key] = (cfg, baseline.label, n, per_token)
         return self.models[key]
 
-    def train(self, key: tuple, point: dict, n: int, lr: float) -> TrainConfig:
-        """The TrainConfig of a point (key: N, the resolved lr's model if tuned, the train axes' positions)."""
+    def train(self, key: tuple, point: dict, n: int, lr: float) -> tuple[TrainConfig, dict]:
+        """The TrainConfig and budget of a point (key: N, the resolved lr's model if tuned, the train axes'
+        positions)."""
         if key not in self.trains:
-            train_kw = self.train_kw
-            T = point["seq_len"]
+            train_kw, T = dict(self.train_kw), point["seq_len"]
+            if "batch_tokens" in self.sec["train"]:  # the same tokens per step at every seq_len
+                train_kw["batch_size"] = self.sec["train"]["batch_tokens"] // T
             step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * T
+            tpp = point["tokens_per_param"]
+            if self.fixed is not None:  # tokens_per_param is what the fixed budget comes to
+                tokens = budget_tokens(1.0, self.fixed, step_tokens)
+                tpp = tokens / n
+            else:
+                tokens = budget_tokens(tpp, n, step_tokens)
             plan = point["schedule"]
             if plan == WSD_BRANCHES:  # every budget shares one absolute warmup: that of the smallest budget
-                smallest = budget_tokens(self.min_budget, n, step_tokens)
+                smallest = tokens if self.fixed is not None else budget_tokens(self.min_budget, n, step_tokens)
                 frac = train_kw.get("warmup_frac", TrainConfig.warmup_frac)
-                train_kw = {**train_kw}
                 train_kw.setdefault("warmup_tokens", round(frac * smallest))
-            tokens = budget_tokens(point["tokens_per_param"], n, step_tokens)
             schedule = "wsd" if plan == WSD_BRANCHES else plan
-            self.trains[key] = TrainConfig(tokens=tokens, seq_len=T, lr=lr, schedule=schedule, seed=point["seed"],
-                                           **train_kw)  # fmt: skip
+            tcfg = TrainConfig(tokens=tokens, seq_len=T, lr=lr, schedule=schedule, seed=point["seed"], **train_kw)
+            self.trains[key] = (tcfg, {"tokens_per_param": tpp, **self.budget})
         return self.trains[key]
 
     def point(self, key: tuple) -> dict:
@@ -136,19 +157,22 @@ class _Grid:
                     self.tuned, cfg.variant, shape, model_n(cfg, self.budget["n_basis"]))  # fmt: skip
             lr, lr_key = self.rates[model_key], model_key
         train_key = (n, lr_key, *_TRAIN_POS(key))
-        tcfg = self.trains.get(train_key) or self.train(train_key, self.point(key), n, lr)
-        i_tpp = key[_TPP]
-        if i_tpp not in self.budgets:
-            self.budgets[i_tpp] = {"tokens_per_param": self.values[_TPP][i_tpp], **self.budget}
-        full_budget = self.budgets[i_tpp]
+        tcfg, full_budget = self.trains.get(train_key) or self.train(train_key, self.point(key), n, lr)
+        task_key = _TASK_POS(key)
+        if task_key not in self.tasks:
+            point = self.point(key)
+            self.tasks[task_key] = task_config({**self.sec["data"], "task": point["task"]}, point["num_kv_pairs"])
+        task = self.tasks[task_key]
         role = "branch" if self.values[_SCHEDULE][key[_SCHEDULE]] == WSD_BRANCHES else "trial"
-        cell_key = _CELL_POS(key)
+        cell_key = (_CELL_POS(key), full_budget["tokens_per_param"] if self.fixed is not None else None)
         if cell_key not in self.cells:
-            coordinates = {k: x for k, x in self.point(key).items() if k not in ("variant", "lr")}
+            point = self.point(key) | {"tokens_per_param": full_budget["tokens_per_param"]}
+            text = {k for k, x in point.items() if k in _TEXT_POINT and x == _TEXT_POINT[k]}
+            coordinates = {k: x for k, x in point.items() if k not in ("variant", "lr", *text)}
             self.cells[cell_key] = self.ids.cell(shape, coordinates)
         return SweepTrial(
-            self.ids.trial(cfg, tcfg, full_budget, shape_id=shape, role=role),
-            Trial(cfg, tcfg, self.data),
+            self.ids.trial(cfg, tcfg, full_budget, shape_id=shape, role=role, task=task),
+            Trial(cfg, tcfg, self.data, task=task),
             **full_budget,
             cpus=self.res[0],
             gpus=self.res[1],
@@ -169,14 +193,21 @@ def _positions(names: tuple[str, ...]) -> operator.itemgetter:
 _MODEL_POS = _positions(MODEL_KEY)
 _TRAIN_POS = _positions(TRAIN_KEY)
 _CELL_POS = _positions(CELL_KEY)
+_TASK_POS = _positions(("task", "num_kv_pairs"))
 _TPP, _LR, _SCHEDULE = (list(AXES).index(k) for k in ("tokens_per_param", "lr", "schedule"))
 
 
 def expand(axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple[float, float],
-           tuned: dict | None = None) -> list[SweepTrial]:  # fmt: skip
-    """Every trial of the grid (axes: axis -> [(where, value)]), WSD branches planned onto trunks."""
+           tuned: dict | None = None, exclude: list[dict[str, set[str]]] = ()) -> list[SweepTrial]:  # fmt: skip
+    """Every trial of the grid (axes: axis -> [(where, value)]) but the points an `exclude` rule
+    matches on all its axes (values as canonical JSON), WSD branches planned onto trunks."""
     grid = _Grid(axes, sec, data, fp, budget, res, tuned)
+    # each rule as (axis position, the positions of the values it excludes on that axis)
+    rules = [[(list(AXES).index(k), {i for i, x in enumerate(grid.values[list(AXES).index(k)])
+                                     if json.dumps(x, sort_keys=True) in values}) for k, values in rule.items()]
+             for rule in exclude]  # fmt: skip
     keys = itertools.product(*(range(len(axes[k])) for k in AXES))
+    keys = (key for key in keys if not any(all(key[p] in kept for p, kept in rule) for rule in rules))
     return plan_branches([grid.trial(key) for key in keys], grid.ids)
 
 

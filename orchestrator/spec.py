@@ -32,6 +32,7 @@ from records.tuning import TUNED, TunedFileError, read_tuned
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError, corpus_fingerprint
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import SPEC_SKIP, TASKS, TaskConfig, task_config
 from tiedattn.train import TrainConfig
 
 _TOML = {int: int, float: float, str: str, bool: bool, tuple: list}
@@ -53,16 +54,21 @@ def _keys(cls: type, skip: tuple[str, ...]) -> dict[str, type]:
 # section is its config dataclass's fields, less those another part of the spec sets.
 _SIZE_KEYS = ("d_model", "n_layer", "n_head")
 _SECTIONS: dict[str, dict[str, type | tuple]] = {
-    "data": _keys(DataConfig, ()),
+    # the text's DataConfig fields, and a synthetic task (tiedattn/tasks.py): task = "lm" | "mqar" | ...
+    # and its TaskConfig options ([data] vocab_size is then the task's vocab)
+    "data": _keys(DataConfig, ()) | {"task": str} | _keys(TaskConfig, SPEC_SKIP),
     "model": _keys(ModelConfig, ("variant", *_SIZE_KEYS)),
     # tokens: the budget; seq_len: [model]'s or the grid's; runtime fields the runner sets
-    "train": _keys(TrainConfig, ("tokens", "seq_len", "save_at_steps", "device", "threads")),
-    "budget": {"tokens_basis": str, "n_basis": str, "match": str},
+    # batch_tokens (spec only): batch_size = batch_tokens // seq_len per trial (expand.py)
+    "train": _keys(TrainConfig, ("tokens", "seq_len", "save_at_steps", "device", "threads")) | {"batch_tokens": int},
+    # tokens (spec only): the same training tokens for every trial instead of grid.tokens_per_param
+    "budget": {"tokens_basis": str, "n_basis": str, "match": str, "tokens": int},
     "resources": {"cpus": float, "gpus": float, "flops_per_s": float, "workers": int, "workers_from_flops": float},
     "tune": _keys(TuneConfig, ()),
 }
 _SECTIONS["train"]["lr"] = (float, str)  # a number, or "tuned" (records.tuning)
 _TOP = {"name": str, **dict.fromkeys(_SECTIONS, dict), "sizes": dict, "grid": dict}
+_TEXT_KEYS = _keys(DataConfig, ())  # [data] less its task keys
 _SIZE = {k: int for k in (*_SIZE_KEYS, "d_ff")}
 _AXES = {k: t for k, (t, _) in AXES.items()}
 _CHOICES = {"tokens_basis": ("baseline", "own"), "n_basis": ("non_embedding", "total"), "match": ("none", "params")}
@@ -130,7 +136,7 @@ def _size(errs: _Errors, table: dict, where: str) -> dict | None:
 
 def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tuple[str, object]]]:
     """axis -> [(where the value came from, value)], each value type-checked and canonical."""
-    grid = top.get("grid", {})
+    grid = {k: v for k, v in top.get("grid", {}).items() if k != "exclude"}
     axes: dict[str, list[tuple[str, object]]] = {}
     for key, values in grid.items():
         if key not in _AXES:
@@ -148,15 +154,19 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
                 else:
                     axes[key].append((where, float(v) if _AXES[key] is float else v))
     for key in ("variant", "size", "tokens_per_param"):
-        if key not in grid:
-            errs.add(f"grid.{key}", "missing: the grid needs variant, size and tokens_per_param")
+        if key not in grid and not (key == "tokens_per_param" and "tokens" in sec["budget"]):
+            errs.add(f"grid.{key}", "missing: the grid needs variant, size and tokens_per_param (or budget.tokens)")
+    if "tokens_per_param" in grid and "tokens" in sec["budget"]:
+        errs.add("budget.tokens", "also grid.tokens_per_param: a budget is one or the other")
+    if "tokens_per_param" not in grid:  # fixed budget.tokens: tokens_per_param is what that comes to
+        axes["tokens_per_param"] = [("budget.tokens", None)]
     for key, (_, section) in AXES.items():
         if section is None:
             continue
         if key in grid and key in sec[section] and key != "seq_len":  # [model] seq_len is the context size
             errs.add(f"grid.{key}", f"also set in [{section}]: keep one")
         elif key not in grid:
-            default = sec[section].get(key, getattr(ModelConfig if section == "model" else TrainConfig, key, None))
+            default = sec[section].get(key, _axis_default(key, section))
             axes[key] = [(f"{section}.{key}", default)]
     checked = {}
     for key, values in sorted(axes.items(), key=lambda kv: list(AXES).index(kv[0]) if kv[0] in AXES else 99):
@@ -183,6 +193,49 @@ def _axes(errs: _Errors, top: dict, sec: dict, sizes: dict) -> dict[str, list[tu
     return checked
 
 
+def _exclusions(errs: _Errors, top: dict, axes: dict, sizes: dict) -> list[dict[str, set[str]]]:
+    """grid.exclude: a list of tables {axis: value or [values]}; a grid point is left out when it
+    matches every key of one table (e.g. { size = "t3", tokens_per_param = [256, 1000] }). Each value
+    must be one the grid's axis lists. Returned as axis -> canonical JSON of the excluded values."""
+    rules = top.get("grid", {}).get("exclude", [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
+        errs.add("grid.exclude", 'must be a list of tables, e.g. [{ size = "t3", tokens_per_param = [256] }]')
+        return []
+    out = []
+    for i, rule in enumerate(rules):
+        keep: dict[str, set[str]] = {}
+        for key, given in rule.items():
+            where = f"grid.exclude[{i}].{key}"
+            if key not in axes or key not in top["grid"]:
+                errs.add(where, f"not a grid axis of this spec (the grid lists {', '.join(sorted(axes))})")
+                continue
+            listed = {json.dumps(v, sort_keys=True) for _, v in axes[key]}
+            keep[key] = set()
+            for v in given if isinstance(given, list) else [given]:
+                if not _type_ok(v, _AXES[key]):
+                    errs.add(where, _bad_type(v, _AXES[key]))
+                    continue
+                try:
+                    v = float(v) if _AXES[key] is float else v
+                    canon = json.dumps(_canonical(key, v, where, errs, sizes), sort_keys=True)
+                except ValueError as e:
+                    errs.add(where, str(e).removeprefix("variant: "))
+                    continue
+                if canon not in listed:
+                    errs.add(where, f"{json.dumps(v)} is not in grid.{key}: it excludes nothing")
+                keep[key].add(canon)
+        out.append(keep)
+    return out
+
+
+def _axis_default(key: str, section: str):
+    """An axis's value when neither the grid nor its section sets it: the config's default; a [data]
+    axis (task, num_kv_pairs) defaults to text ("lm") and the task's own default (None)."""
+    if section == "data":
+        return {"task": "lm"}.get(key)
+    return getattr(ModelConfig if section == "model" else TrainConfig, key, None)
+
+
 def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
     if key == "variant":
         return parse_variant(v).name  # ValueError names unknown variants
@@ -196,8 +249,10 @@ def _canonical(key: str, v, where: str, errs: _Errors, sizes: dict):
         return sizes[v]
     if key == "size":
         return _size(errs, v, where)  # None: its lines are already added
-    if key == "tokens_per_param" and not (v > 0 and math.isfinite(v)):
+    if key == "tokens_per_param" and v is not None and not (v > 0 and math.isfinite(v)):
         raise ValueError(f"must be > 0 (a token budget of tokens_per_param x N), got {v}")
+    if key == "task" and v not in ("lm", *TASKS):
+        raise ValueError(f"must be 'lm' or one of {', '.join(TASKS)}, got '{v}'")
     if key == "pos" and v not in ("rope", "learned"):
         raise ValueError(f"must be 'rope' or 'learned', got '{v}'")
     if key == "seed" and v < 0:
@@ -235,16 +290,30 @@ def _combination_errors(errs: _Errors, axes: dict, sec: dict) -> None:
         if ctx is not None and T > ctx:
             kind = "learned position table" if point["pos"] == "learned" else "model context (rope cache)"
             errs.add(where["seq_len"], f"{T} exceeds the {kind} of {ctx} (model.seq_len)")
+    tasks = itertools.product(axes["seq_len"], axes["task"], axes["num_kv_pairs"])
+    for (tw, T), (aw, name), (nw, n) in tasks:
+        task = task_config({**sec["data"], "task": name}, n)
+        if (task is None or task.name != "mqar") and n is not None:
+            errs.add(nw, 'only mqar reads it: set data.task = "mqar"')
+        vocab = base_model("baseline", {}, {"seq_len": T, "task": name}, sec).vocab_size
+        for err in task.errors(T, vocab) if task else []:
+            field, reason = err.split(": ", 1)
+            errs.add({"seq_len": tw, "num_kv_pairs": nw, "task": aw}.get(field, f"data.{field}"), reason)
     for (lw, lr), (cw, schedule) in itertools.product(axes["lr"], axes["schedule"]):
         where = {"lr": lw, "schedule": cw}
         lr = TrainConfig.lr if lr == TUNED else lr  # tuned rates are > 0; the schedule's checks still apply
         plain = "wsd" if schedule == WSD_BRANCHES else schedule  # branches are WSD runs (orchestrator/branches.py)
-        for err in TrainConfig(tokens=1, **{**train, "lr": lr, "schedule": plain}).errors():
+        kw = {k: x for k, x in train.items() if k != "batch_tokens"}
+        for err in TrainConfig(tokens=1, **{**kw, "lr": lr, "schedule": plain}).errors():
             field, reason = err.split(": ", 1)
             errs.add(
                 where.get(field, f"train.{field}"),
                 reason.replace("'cosine' or 'wsd', got", "'cosine', 'wsd' or 'wsd-branches', got"),
             )
+    if "batch_tokens" in train and "batch_size" in train:
+        errs.add("train.batch_tokens", "also train.batch_size: keep one")
+    if "batch_tokens" in train and not train["batch_tokens"] >= max(T for _, T in axes["seq_len"]):
+        errs.add("train.batch_tokens", f"must be >= the longest seq_len, got {train['batch_tokens']}")
 
 
 def _data_errors(errs: _Errors, d: dict, fingerprint: bool) -> str | None:
@@ -347,6 +416,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         else:
             sizes[name] = _size(errs, table, f"sizes.{name}")
     axes = _axes(errs, top, sec, sizes)
+    exclude = _exclusions(errs, top, axes, sizes)
     shapes = all(axes.get(k) for k in ("size", "seq_len", *MODEL_AXES))  # every shape of the grid is known
     tune = _tune_section(errs, sec["tune"], axes, sizes, sec) if shapes else TuneConfig()
     for where, _ in (x for x in axes.get("lr", []) if x[1] == TUNED):
@@ -357,12 +427,16 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
                 errs.add(vw, f'no tuned learning rate for {v} (lr = "{TUNED}"): run tiedsweep tune {path}')
     if shapes and all(axes.get(k) for k in ("variant", "lr", "schedule")):
         _combination_errors(errs, axes, sec)
-    fp = _data_errors(errs, sec["data"], fingerprint)
+    text = {k: v for k, v in sec["data"].items() if k in _TEXT_KEYS}
+    lm = any(name == "lm" for _, name in axes.get("task", []))
+    fp = _data_errors(errs, text, fingerprint) if lm else None
     if errs:
         raise SpecError(list(errs))
-    data = DataConfig(**sec["data"])
+    data = DataConfig(**{k: v for k, v in text.items() if lm or k != "vocab_size"})  # tasks: vocab is the task's
     budget = {k: sec["budget"].get(k, c[0]) for k, c in _CHOICES.items()}
-    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned)  # WSD branches planned there
+    trials = expand(axes, sec, data, fp, budget, (cpus, gpus), tuned, exclude)  # WSD branches planned there
+    if not trials:
+        raise SpecError(["grid.exclude: leaves no trials"])
     # [resources] workers: data-parallel workers for the trials of at least workers_from_flops (not in ids)
     if workers != 1:
         trials = [dataclasses.replace(t, workers=workers) if t.flops >= workers_from else t for t in trials]

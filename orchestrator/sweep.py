@@ -46,7 +46,8 @@ class SweepTrial:
         """The config columns of this trial's results row (records.schema.TRIALS_SCHEMA)."""
         t = self.trial
         row = config_row(t.model, t.train, t.data, self.budget, fingerprint=self.corpus_fingerprint,
-                         cell_id=self.cell_id, shape_id=self.shape_id, branch_of=self.depends_on)  # fmt: skip
+                         cell_id=self.cell_id, shape_id=self.shape_id, branch_of=self.depends_on,
+                         task=t.task)  # fmt: skip
         return row | ({"schedule": TRUNK_SCHEDULE} if self.role == "trunk" else {})
 
     def failed_row(self, attempt: int, error: str, status: str = "failed") -> dict:

@@ -159,7 +159,7 @@ def proxy_trial(sweep: Sweep, variant: str, shape_id: str, tokens_per_param: flo
     data = data_key(st.trial.data, st.corpus_fingerprint)
     proxy = dataclasses.replace(
         st,
-        trial_id=trial_id(m, train_cfg, data, budget, shape_id=shape_id, role="proxy"),
+        trial_id=trial_id(m, train_cfg, data, budget, shape_id=shape_id, role="proxy", task=st.trial.task),
         trial=dataclasses.replace(st.trial, train=train_cfg, init_from=None),
         tokens_per_param=tokens_per_param,
         flops=training_flops(m, T, tokens),

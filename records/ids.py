@@ -22,6 +22,7 @@ import json
 
 from tiedattn.data import DATA_RUNTIME_FIELDS, DataConfig
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import TaskConfig
 from tiedattn.train import RUNTIME_FIELDS, TrainConfig
 
 # Bump when a code change (model, init, schedule, loss, data packing, id scheme) changes results or
@@ -57,6 +58,7 @@ def trial_id(
     shape_id: str,
     role: str = "trial",
     depends_on: str | None = None,
+    task: TaskConfig | None = None,
 ) -> str:
     """The id of a trial (role "trial"), a WSD trunk ("trunk"), a cooldown branch ("branch", with its
     trunk's id as depends_on) or a tuning proxy ("proxy", whose lr is the tuner's to pick).
@@ -64,6 +66,9 @@ def trial_id(
     data: data_key(...); budget: {"tokens_per_param", "tokens_basis", "n_basis", "match"}.
     A trunk's id leaves out its length (tokens, tokens_per_param): a larger budget extends it, and
     its branches' id of it (role "trunk" on a branch's own config) is the trunk's id.
+    task: a synthetic task (tiedattn.tasks) instead of the text: the options it reads join the hash
+    and its tag (mqar-kv8, sort-l16) leads the id. A text trial's payload has no task key, so its id
+    is what it was before tasks existed (RESULTS_VERSION unchanged).
     """
     train_d = {k: v for k, v in dataclasses.asdict(train).items() if k not in RUNTIME_FIELDS}
     budget = dict(budget)
@@ -73,16 +78,19 @@ def trial_id(
     if role == "proxy":
         train_d.pop("lr")
     payload = {"model": dataclasses.asdict(model), "train": train_d, "data": data, "budget": budget, "role": role}
+    payload |= {"task": task.identity()} if task is not None else {}
     digest = content_hash(payload | ({"depends_on": depends_on} if depends_on else {}))
-    return f"{_prefix(model.variant, shape_id, train.seed, budget, role)}-{digest}"
+    return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
 
 
-def _prefix(variant: str, shape_id: str, seed: int, budget: dict, role: str) -> str:
+def _prefix(variant: str, shape_id: str, seed: int, budget: dict, role: str, task: TaskConfig | None) -> str:
     if role == "trunk":
-        return f"trunk-{variant}-{shape_id}-s{seed}"
-    if role == "proxy":
-        return f"tune-{variant}-{shape_id}"
-    return f"{variant}-{shape_id}-m{_tpp(budget.get('tokens_per_param', 0))}-s{seed}"
+        prefix = f"trunk-{variant}-{shape_id}-s{seed}"
+    elif role == "proxy":
+        prefix = f"tune-{variant}-{shape_id}"
+    else:
+        prefix = f"{variant}-{shape_id}-m{_tpp(budget.get('tokens_per_param', 0))}-s{seed}"
+    return prefix if task is None else f"{task.tag}-{prefix}"
 
 
 def cell_id(shape_id: str, coordinates: dict, fixed: dict) -> str:
@@ -109,8 +117,8 @@ class TrialIds:
 
     A canonical JSON object with sorted keys is "{" + the sorted `"key": value` items joined by
     ", " + "}", and each item prints the same alone as inside its object. So `data` and `fixed` are
-    printed once, a model or train config once per object (frozen dataclasses: their text cannot
-    change), and a scalar item once per (key, type, value); a trial then joins cached strings and
+    printed once, a model, train or task config once per object (frozen dataclasses: their text
+    cannot change), and a scalar item once per (key, type, value); a trial then joins cached strings and
     hashes ~1 KB: 21 us of CPU per id against trial_id()'s 136 us (asdict, a new encoder, sorting)
     on a 10^4-trial grid (bench/many_trials.py, side by side). tests/test_records.py pins ids and
     compares both on random configs.
@@ -121,12 +129,13 @@ class TrialIds:
         self._fixed = None if fixed is None else _ENCODE(fixed)
         self._models: dict[int, tuple[ModelConfig, str]] = {}  # id(model) -> (model: kept alive, its JSON)
         self._trains: dict[tuple[int, str], tuple[TrainConfig, str]] = {}  # (id(train), role) -> the same
+        self._tasks: dict[int, tuple[TaskConfig, str]] = {}  # id(task) -> (task, the JSON of its identity())
         self._items: dict[tuple, str] = {}
         self._train_keys: dict[tuple[type, str], list[str]] = {}  # the fields in a trial's id, sorted
 
     def trial(self, model: ModelConfig, train: TrainConfig, budget: dict, *, shape_id: str, role: str = "trial",
-              depends_on: str | None = None) -> str:  # fmt: skip
-        """trial_id(model, train, data, budget, shape_id=..., role=..., depends_on=...) with this `data`."""
+              depends_on: str | None = None, task: TaskConfig | None = None) -> str:  # fmt: skip
+        """trial_id(model, train, data, budget, shape_id=..., role=..., depends_on=..., task=...) with this `data`."""
         budget = dict(budget)
         if role == "trunk":
             budget.pop("tokens_per_param", None)
@@ -134,10 +143,12 @@ class TrialIds:
         if depends_on:
             parts += [', "depends_on": ', _ENCODE(depends_on)]
         role_text = _ROLES[role] if role in _ROLES else _ENCODE(role)
-        parts += [', "model": ', self._model(model), f', "results_version": {RESULTS_VERSION}, "role": ', role_text,
-                  ', "train": ', self._train(train, role), "}"]  # fmt: skip
+        parts += [', "model": ', self._model(model), f', "results_version": {RESULTS_VERSION}, "role": ', role_text]
+        if task is not None:
+            parts += [', "task": ', self._task(task)]
+        parts += [', "train": ', self._train(train, role), "}"]
         digest = hashlib.sha256("".join(parts).encode()).hexdigest()[:8]
-        return f"{_prefix(model.variant, shape_id, train.seed, budget, role)}-{digest}"
+        return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
 
     def cell(self, shape_id: str, coordinates: dict) -> str:
         """cell_id(shape_id, coordinates, fixed) with this `fixed`."""
@@ -177,6 +188,12 @@ class TrialIds:
         hit = self._models.get(id(model))
         if hit is None or hit[0] is not model:
             hit = self._models[id(model)] = (model, _ENCODE(dataclasses.asdict(model)))
+        return hit[1]
+
+    def _task(self, task: TaskConfig) -> str:
+        hit = self._tasks.get(id(task))
+        if hit is None or hit[0] is not task:
+            hit = self._tasks[id(task)] = (task, _ENCODE(task.identity()))
         return hit[1]
 
     def _train(self, train: TrainConfig, role: str) -> str:

@@ -19,6 +19,8 @@ import pyarrow as pa
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import COLUMNS as TASK_RENAME
+from tiedattn.tasks import N_BUCKETS, TaskConfig, task_row
 from tiedattn.train import RUNTIME_FIELDS, TrainConfig
 
 SCHEMA_VERSION = 2  # 2: cell_id, shape_id, variant_paper and every config field as columns
@@ -44,6 +46,13 @@ _DOCS = {
     "lr": "peak learning rate",
     "warmup_frac": "fraction of total steps",
     "cooldown_frac": "fraction of total steps",
+    "task": "lm (text) or a synthetic task: mqar|copy|reverse|sort|swap|sub (tiedattn/tasks.py)",
+    "task_vocab_size": "tokens the task draws from; null for lm",
+    "num_kv_pairs": "mqar: key-value pairs per sequence; null otherwise",
+    "query_dist": "mqar: power|uniform query positions; null otherwise",
+    "power_a": "mqar: exponent of the power-law query positions; null otherwise",
+    "list_len": "list tasks: list length L; null otherwise",
+    "n_val": "task: held-out examples; null for lm",
 }
 
 
@@ -52,8 +61,10 @@ def _col(name: str, type_: pa.DataType, doc: str = "", required: bool = False) -
     return pa.field(name, type_, nullable=not required, metadata={"doc": doc} if doc else None)
 
 
-def _fields(cls: type, skip: tuple[str, ...]) -> list[pa.Field]:
-    """One column per dataclass field, its Arrow type from the annotation; required only if in _REQUIRED."""
+def _fields(cls: type, skip: tuple[str, ...], rename: dict[str, str] | None = None) -> list[pa.Field]:
+    """One column per dataclass field (named by `rename` where given), its Arrow type from the
+    annotation; required only if in _REQUIRED."""
+    rename = rename or {}
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -62,12 +73,16 @@ def _fields(cls: type, skip: tuple[str, ...]) -> list[pa.Field]:
         kinds = [a for a in args if a is not type(None)]
         if f.name in skip or len(kinds) != 1 or kinds[0] not in _ARROW:
             continue
-        out.append(_col(f.name, _ARROW[kinds[0]], _DOCS.get(f.name, ""), required=f.name in _REQUIRED))
+        name = rename.get(f.name, f.name)
+        out.append(_col(name, _ARROW[kinds[0]], _DOCS.get(name, ""), required=name in _REQUIRED))
     return out
 
 
 MODEL_COLUMNS = [f.name for f in _fields(ModelConfig, _MODEL_SKIP)]
 TRAIN_COLUMNS = [f.name for f in _fields(TrainConfig, _TRAIN_SKIP)]
+# The task's columns (tiedattn.tasks.TaskConfig, name -> task, vocab_size -> task_vocab_size): all
+# nullable; a text trial has task "lm" and the others null.
+TASK_COLUMNS = [f.name for f in _fields(TaskConfig, (), TASK_RENAME)]
 
 TRIALS_SCHEMA = pa.schema(
     [
@@ -87,6 +102,7 @@ TRIALS_SCHEMA = pa.schema(
         _col("corpus", pa.string(), required=True),
         _col("corpus_fingerprint", pa.string(), "hash of the tokenized corpus: equal means same data", required=True),
         _col("branch_of", pa.string(), "trunk trial id of a WSD cooldown branch; null otherwise"),
+        *_fields(TaskConfig, (), TASK_RENAME),
         _col("params_total", pa.int64()),
         _col("params_non_embedding", pa.int64()),
         _col("params_attention", pa.int64()),
@@ -98,6 +114,7 @@ TRIALS_SCHEMA = pa.schema(
         _col("repeats_data", pa.bool_(), "epochs > 1: some data seen twice"),
         _col("final_train_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
         _col("final_val_loss", pa.float64(), "null unless completed; NaN allowed when diverged"),
+        _col("final_val_accuracy", pa.float64(), "token accuracy at the last eval (tasks: answer tokens only)"),
         _col("tokens_per_s", pa.float64()),
         _col("flops_per_s", pa.float64(), "achieved training FLOP/s: flops_per_token * tokens_per_s, all workers"),
         _col("mfu", pa.float64(), "flops_per_s / (workers * device peak); null where the peak is unknown"),
@@ -127,6 +144,17 @@ EVALS_SCHEMA = pa.schema(
         _col("train_loss", pa.float64()),
         _col("val_loss", pa.float64()),
         _col("lr", pa.float64(), "learning rate at this step"),
+        _col("val_accuracy", pa.float64(), "argmax token accuracy on the validation targets (tasks: answers only)"),
+        *(
+            _col(f"val_accuracy_pos{i}", pa.float64(), f"mqar: accuracy in quarter {i} of the query region")
+            for i in range(N_BUCKETS)
+        ),
+        _col("recall_loss", pa.float64(), "lm: val loss where the bigram (x_t, y_t) already occurred in context"),
+        _col("recall_accuracy", pa.float64(), "lm: accuracy at those in-context recall positions"),
+        _col("induction_loss", pa.float64(), "lm: loss on the 2nd copy of a repeated random sequence"),
+        _col("induction_accuracy", pa.float64(), "lm: accuracy on that 2nd copy"),
+        _col("linear_v_a", pa.string(), "V=aQ+bK: JSON [layer][head] of a; null otherwise"),
+        _col("linear_v_b", pa.string(), "V=aQ+bK: JSON [layer][head] of b; null otherwise"),
     ],
     metadata=_META,
 )
@@ -149,11 +177,14 @@ def config_row(
     cell_id: str,
     shape_id: str,
     branch_of: str | None = None,
+    task: TaskConfig | None = None,
 ) -> dict:
     """The config columns of a trial's row: every config field (d_ff resolved, seq_len the trained
-    context), the budget, the ids, the corpus and the variant in the paper's notation."""
+    context), the budget, the ids, the corpus and the variant in the paper's notation; a synthetic task's
+    columns, and its name as the corpus and fingerprint (tiedattn.tasks.task_row)."""
     variant = parse_variant(model.variant)
     row = {c: getattr(model, c) for c in MODEL_COLUMNS} | {c: getattr(train, c) for c in TRAIN_COLUMNS}
     row |= {"d_ff": model.ff, "seq_len": train.seq_len or model.seq_len, "n_kv_head": variant.n_kv_head(model.n_head)}
     row |= {"variant": variant.name, "variant_paper": variant.paper, "cell_id": cell_id, "shape_id": shape_id}
-    return row | budget | {"corpus": data.corpus, "corpus_fingerprint": fingerprint, "branch_of": branch_of}
+    row |= budget | {"corpus": data.corpus, "corpus_fingerprint": fingerprint, "branch_of": branch_of}
+    return row | task_row(task)

@@ -20,6 +20,7 @@ from records.schema import MODEL_COLUMNS, TRAIN_COLUMNS, TRIALS_SCHEMA
 from records.store import write_attempt
 from tiedattn.data import DataConfig
 from tiedattn.model import ModelConfig
+from tiedattn.tasks import TaskConfig
 from tiedattn.train import RUNTIME_FIELDS, TrainConfig
 from tiedsweep.cli import main
 
@@ -102,8 +103,9 @@ def test_the_manifest_is_versioned(tmp_path):
     assert manifest_ids(str(tmp_path), "s") == set()
 
 
-# Ids as main computed them before TrialIds (76d8d65): a results directory's rows are found by these
-# strings, so a change here orphans every recorded trial. Change them only with RESULTS_VERSION.
+# Ids as main computed them before TrialIds (76d8d65 for text, 3af715e for tasks): a results
+# directory's rows are found by these strings, so a change here orphans every recorded trial. Change
+# them only with RESULTS_VERSION.
 PINNED_GRID = """
 name = "pin"
 [data]
@@ -134,13 +136,52 @@ PINNED = {  # position in the expanded grid -> (trial id, cell id)
 }
 
 
+PINNED_TASK_GRID = """
+name = "mix"
+[data]
+corpus = "stdlib"
+vocab_size = 512
+max_bytes = 1_500_000
+[train]
+batch_tokens = 512
+cooldown_frac = 0.25
+[budget]
+tokens = 40_000
+tokens_basis = "own"
+[grid]
+variant = ["QKV", "Q-K=V", "GQA-2"]
+size = ["t1", "t2"]
+task = ["mqar"]
+num_kv_pairs = [2, 4]
+seq_len = [32, 64]
+seed = [0, 1]
+lr = [1e-3, 1]
+schedule = ["cosine", "wsd-branches"]
+exclude = [{ num_kv_pairs = 4, seed = 1 }, { size = "t2", seq_len = 64, variant = ["GQA-2", "QKV"] }]
+"""
+PINNED_TASK = {
+    0: ("mqar-kv2-baseline-d32l1h4f128-m3.16792-s0-7ac18d51", "d32l1h4f128-m3.16792-s0-1a03632a"),
+    7: ("mqar-kv4-baseline-d32l1h4f128-m3.16792-s0-6ef56288", "d32l1h4f128-m3.16792-s0-95752698"),
+    60: ("mqar-kv2-trunk-baseline-d32l1h4f128-s0-fb01269b", "mqar-kv2-trunk-baseline-d32l1h4f128-s0-fb01269b"),
+    179: ("mqar-kv2-gqa2-d48l2h4f192-m0.778805-s1-80463c30", "d48l2h4f192-m0.778805-s1-0cd04692"),
+}
+
+
+def _digest(strings) -> str:
+    return hashlib.sha256("\n".join(strings).encode()).hexdigest()[:16]
+
+
 def test_ids_are_pinned(tmp_path):
     (tmp_path / "pin.toml").write_text(PINNED_GRID)
     trials = load_spec(str(tmp_path / "pin.toml"), fingerprint=False).trials
     assert len(trials) == 240 and {i: (trials[i].trial_id, trials[i].cell_id) for i in PINNED} == PINNED
-    digest = hashlib.sha256  # of every id and every cell id, in grid order
-    assert digest("\n".join(t.trial_id for t in trials).encode()).hexdigest()[:16] == "36fe1802eb4258cf"
-    assert digest("\n".join(t.cell_id for t in trials).encode()).hexdigest()[:16] == "a8b68086f6d8c150"
+    assert _digest(t.trial_id for t in trials) == "36fe1802eb4258cf"  # every id, in grid order
+    assert _digest(t.cell_id for t in trials) == "a8b68086f6d8c150"
+    (tmp_path / "task.toml").write_text(PINNED_TASK_GRID)  # tasks, budget.tokens, batch_tokens, exclude
+    trials = load_spec(str(tmp_path / "task.toml"), fingerprint=False).trials
+    assert len(trials) == 180 and {i: (trials[i].trial_id, trials[i].cell_id) for i in PINNED_TASK} == PINNED_TASK
+    assert _digest(t.trial_id for t in trials) == "c196f054812814d1"
+    assert _digest(t.cell_id for t in trials) == "45113555eb28d88b"
     m = ModelConfig(variant="tied_kv", d_model=64, n_layer=2, n_head=4, seq_len=128)
     t = TrainConfig(tokens=100_000, seq_len=128, lr=3e-3, seed=1)
     b = {"tokens_per_param": 20.0, "tokens_basis": "baseline", "n_basis": "non_embedding", "match": "none"}
@@ -150,6 +191,9 @@ def test_ids_are_pinned(tmp_path):
     assert trial_id(m, t, fp, b, shape_id=shape, role="trunk") == "trunk-tied_kv-d64l2h4f256-s1-db1b2c6d"
     branch = trial_id(m, t, fp, b, shape_id=shape, role="branch", depends_on="trunk-x-1")
     assert branch == "tied_kv-d64l2h4f256-m20-s1-101acb91"
+    mqar, sort = TaskConfig(), TaskConfig(name="sort", list_len=8)
+    assert trial_id(m, t, fp, b, shape_id=shape, task=mqar) == "mqar-kv8-tied_kv-d64l2h4f256-m20-s1-b2a8d8cc"
+    assert trial_id(m, t, fp, b, shape_id=shape, role="proxy", task=sort) == "sort-l8-tune-tied_kv-d64l2h4f256-085a9e3e"
 
 
 # Values that print apart but compare (and hash) alike, or that JSON prints its own way: the cached
@@ -186,8 +230,9 @@ def test_trial_ids_match_trial_id_on_random_configs():
             budget = {"tokens_per_param": rng.choice(_NUMBERS), "match": rng.choice(["none", 1, 1.0])}
             if rng.random() < 0.2:
                 budget[rng.choice(["n_basis", "zz", "é"])] = rng.choice(_TRICKY)
+            task = rng.choice([None, None, TaskConfig(), TaskConfig(name="sort", list_len=rng.choice([8, 8.0]))])
             for role in rng.sample(["trial", "trunk", "branch", "proxy"], 4):  # the same objects in every role
-                kw = {"shape_id": "s", "role": role, "depends_on": rng.choice([None, "", "trunk-a-1"])}
+                kw = {"shape_id": "s", "role": role, "depends_on": rng.choice([None, "", "trunk-a-1"]), "task": task}
                 assert ids.trial(m, t, budget, **kw) == trial_id(m, t, data, budget, **kw), (m, t, budget, kw)
             coordinates = {"size": {"d_model": rng.choice(_TRICKY)}, "seed": rng.choice(_TRICKY),
                            "tokens_per_param": rng.choice(_NUMBERS)}  # fmt: skip

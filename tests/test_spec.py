@@ -104,6 +104,27 @@ def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
     assert not set(first) & {t.trial_id for t in _load(tmp_path, other_data).trials}
 
 
+def test_grid_exclude_leaves_out_matching_points_and_keeps_the_other_ids(tmp_path):
+    """grid.exclude drops the points that match every key of one rule; the ids of the rest are the
+    full grid's, and a WSD trunk's length follows the largest budget its shape keeps."""
+    full = {t.trial_id: t for t in _load(tmp_path, BASE).trials}
+    rule = '\nexclude = [{ size = "t2", tokens_per_param = 10 }, { variant = "Q=K=V", size = ["t1"] }]\n'
+    kept = _load(tmp_path, BASE + rule).trials
+    rows = [t.row() for t in kept]
+    assert len(kept) == 12 - 3 - 2  # t2 x M10 (3 variants), Q=K=V x t1 (2 budgets)
+    assert {t.trial_id for t in kept} <= set(full)
+    assert not any(r["d_model"] == 48 and r["tokens_per_param"] == 10 for r in rows)
+    assert not any(r["variant"] == "tied_qkv" and r["d_model"] == 32 for r in rows)
+    wsd = BASE + rule.replace("exclude", 'schedule = ["wsd-branches"]\nexclude')
+    trunks = {t.row()["d_model"]: t.trial.train.tokens for t in _load(tmp_path, wsd).trials if t.role == "trunk"}
+    assert trunks[48] < trunks[32]  # t2's trunk now ends at M = 1 (x 0.8), t1's at M = 10
+    errors = _errors(tmp_path, BASE + '\nexclude = [{ size = "t9" }, { tokens_per_param = 3 }, { seed = 0 }]\n')
+    assert len(errors) == 3, errors
+    assert any("grid.exclude[1].tokens_per_param" in e and "excludes nothing" in e for e in errors), errors
+    assert any("grid.exclude[2].seed" in e and "not a grid axis" in e for e in errors), errors
+    assert "leaves no trials" in _errors(tmp_path, BASE + "\nexclude = [{ tokens_per_param = [1, 10] }]\n")[0]
+
+
 def test_token_budgets_baseline_vs_own(tmp_path):
     def tokens(text: str) -> dict:
         sweep = _load(tmp_path, text)

@@ -14,6 +14,7 @@ from tiedattn.accounting import account
 from tiedattn.attention import parse_variant
 from tiedattn.data import DataConfig, DataError
 from tiedattn.model import ConfigError, ModelConfig
+from tiedattn.tasks import TASKS, TRAIN_DEFAULTS, TaskConfig
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -22,8 +23,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--d-ff", type=int, default=None, help="MLP width (default 4 * d_model)")
-    p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--vocab-size", type=int, default=None, help="default 4096 (text) or the task's vocab")
+    p.add_argument("--seq-len", type=int, default=None, help="default 256 (text) or the task's (2 x list_len)")
     p.add_argument("--pos", choices=["rope", "learned"], default="rope")
     p.add_argument("--norm", choices=["layernorm", "rmsnorm"], default="layernorm")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True)
@@ -31,14 +32,31 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _from_flags(cls: type, args: argparse.Namespace):
-    """A config dataclass from the flags: every field that has a flag of its name (--d-model -> d_model)."""
-    flags = {f.name for f in dataclasses.fields(cls)} & set(vars(args))
-    return cls(**{name: getattr(args, name) for name in flags})
+def _from_flags(cls: type, args: argparse.Namespace, **given):
+    """A config dataclass from the flags: every field that has a flag of its name (--d-model -> d_model);
+    `given` overrides (a flag whose default depends on the task)."""
+    flags = ({f.name for f in dataclasses.fields(cls)} & set(vars(args))) - set(given)
+    return cls(**{name: getattr(args, name) for name in flags}, **given)
 
 
-def _model_config(args: argparse.Namespace) -> ModelConfig:
-    return _from_flags(ModelConfig, args)
+def _model_config(args: argparse.Namespace, task: TaskConfig | None = None) -> ModelConfig:
+    """--vocab-size and --seq-len default to the text defaults, or to the task's vocab and length."""
+    vocab = args.vocab_size or (task.vocab_size if task is not None else ModelConfig.vocab_size)
+    seq_len = args.seq_len or (_task_seq_len(task) if task is not None else ModelConfig.seq_len)
+    return _from_flags(ModelConfig, args, vocab_size=vocab, seq_len=seq_len)
+
+
+def _task_config(args: argparse.Namespace) -> TaskConfig | None:
+    """--task and its options -> TaskConfig (None for text); unset options keep TaskConfig's defaults."""
+    if args.task == "lm":
+        return None
+    given = {"num_kv_pairs": args.num_kv_pairs, "list_len": args.list_len, "query_dist": args.query_dist}
+    given["vocab_size"] = args.vocab_size
+    return TaskConfig(name=args.task, **{k: v for k, v in given.items() if v is not None})
+
+
+def _task_seq_len(task: TaskConfig) -> int:
+    return 64 if task.name == "mqar" else 2 * task.list_len
 
 
 def _fail(message: str) -> int:
@@ -113,13 +131,24 @@ def train_cmd(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, out) -> int:
     from tiedattn.train import TrainConfig, Trial, check, train
 
+    task = _task_config(args)
+    model = _model_config(args, task)
+    defaults = TRAIN_DEFAULTS if task is not None else {"batch_size": 16, "lr": 3e-3}
+    batch_size = args.batch_size or defaults["batch_size"]
+    tokens = args.tokens
+    if tokens is None and task is None:
+        return _fail("tokens: --tokens is required for language modelling (a task has a default budget)")
+    if tokens is None:
+        tokens = TRAIN_DEFAULTS["steps"] * batch_size * model.seq_len
     trial = Trial(
-        model=_model_config(args),
-        train=_from_flags(TrainConfig, args),  # --compile/--no-compile, --peak-tflops included
+        model=model,
+        # --compile/--no-compile, --peak-tflops included
+        train=_from_flags(TrainConfig, args, tokens=tokens, batch_size=batch_size, lr=args.lr or defaults["lr"]),
         data=DataConfig(
-            corpus=args.corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size, max_bytes=args.max_bytes
+            corpus=args.corpus, tokenizer=args.tokenizer, vocab_size=model.vocab_size, max_bytes=args.max_bytes
         ),
         workdir=args.workdir,
+        task=task,
     )
     try:
         check(trial)
@@ -140,9 +169,9 @@ def _train(args: argparse.Namespace, out) -> int:
         f"{s['variant']}: {s['params_non_embedding']:,} non-embedding params, {s['tokens']:,} tokens "
         f"({s['epochs']:.2f} epochs{', REPEATS DATA' if s['repeats_data'] else ''}), status {result.status}"
     )
-    print(f"{'tokens':>12} {'train loss':>11} {'val loss':>9}")
+    print(f"{'tokens':>12} {'train loss':>11} {'val loss':>9} {'val acc':>8}")
     for e in result.evals:
-        print(f"{e['tokens']:>12,} {e['train_loss']:>11.4f} {e['val_loss']:>9.4f}")
+        print(f"{e['tokens']:>12,} {e['train_loss']:>11.4f} {e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f}")
     print(f"{s['tokens_per_s']:,.0f} tokens/s, {s['wall_s']:.1f} s")
     return 0 if result.status == "completed" else 1
 
@@ -155,9 +184,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train one model (one trial) and print its loss curve")
     _model_args(p)
-    p.add_argument("--tokens", type=int, required=True, help="training tokens")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--tokens", type=int, default=None, help="training tokens (a task's default: see tasks.py)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 16 (text) or the task's")
+    p.add_argument("--lr", type=float, default=None, help="default 3e-3 (text) or the task's")
+    p.add_argument("--task", choices=["lm", *TASKS], default="lm", help="lm (text) or a synthetic task")
+    p.add_argument("--num-kv-pairs", type=int, default=None, help="mqar: key-value pairs per sequence")
+    p.add_argument("--query-dist", choices=["power", "uniform"], default=None, help="mqar: query positions")
+    p.add_argument("--list-len", type=int, default=None, help="list tasks: list length L (seq_len 2L)")
     p.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-evals", type=int, default=8)

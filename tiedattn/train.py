@@ -33,6 +33,8 @@ from tiedattn.accounting import account, peak_flops
 from tiedattn.attention import parse_variant
 from tiedattn.data import Batches, DataConfig, TokenData, prepare_data, val_batches
 from tiedattn.model import GPT, ConfigError, ModelConfig
+from tiedattn.probes import induction, induction_set, linear_v_coefficients, measure
+from tiedattn.tasks import TaskBatches, TaskConfig, position_buckets, task_row, val_set
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class Trial:
     data: DataConfig = field(default_factory=DataConfig)
     workdir: str | None = None  # checkpoints live here; None = no checkpoints
     init_from: str | None = None  # WSD branch: start from this trunk checkpoint (model, optimizer, step)
+    task: TaskConfig | None = None  # a synthetic task (tiedattn/tasks.py) instead of `data`'s text; None = LM
 
 
 @dataclass
@@ -144,6 +147,8 @@ def check(trial: Trial, data: TokenData | None = None) -> None:
     world = dist.get_world_size() if dist.is_initialized() else 1
     if trial.train.batch_size % world:
         errs.append(f"batch_size: {trial.train.batch_size} does not split evenly over {world} workers")
+    if trial.task is not None:
+        errs += trial.task.errors(T, trial.model.vocab_size)
     if data is not None and data.vocab_size > trial.model.vocab_size:
         errs.append(f"vocab_size: {trial.model.vocab_size} is smaller than the tokenizer's {data.vocab_size}")
     if errs:
@@ -270,23 +275,6 @@ def _resume(ckpt: str | None, init_from: str | None) -> tuple[dict | None, str |
     return saved, init_from, "; ".join([*problems, restart]) if problems else None
 
 
-@torch.no_grad()
-def evaluate(model: GPT, batches: list, device: str, autocast) -> float:
-    """Mean validation loss per token (the last batch may hold fewer rows: weight by rows); with
-    W workers each evaluates every W-th batch and the sums are all-reduced."""
-    model.eval()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss * rows, rows): one host read at the end
-    for x, y in batches[rank::world]:
-        with autocast():
-            sums[0] += model(x.to(device), y.to(device))[1].double() * x.shape[0]
-        sums[1] += x.shape[0]
-    if world > 1:
-        dist.all_reduce(sums)
-    model.train()
-    return (sums[0] / sums[1]).item()
-
-
 def train(
     trial: Trial,
     *,
@@ -299,7 +287,8 @@ def train(
     t_start = time.time()
     mcfg, tcfg = trial.model, trial.train
     check(trial)
-    data = prepare_data(trial.data)
+    task = trial.task
+    data = prepare_data(trial.data) if task is None else None
     check(trial, data)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
@@ -324,8 +313,13 @@ def train(
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
     wrapped = DistributedDataParallel(model) if world > 1 else model  # averages gradients over ranks
-    train_batches = Batches(data.train, T, tcfg.batch_size, tcfg.seed)
-    val = val_batches(data.val, T, tcfg.batch_size, tcfg.eval_tokens)
+    if task is None:
+        train_batches = Batches(data.train, T, tcfg.batch_size, tcfg.seed)
+        val = val_batches(data.val, T, tcfg.batch_size, tcfg.eval_tokens)
+        probe = induction_set(data.vocab_size, T)
+    else:
+        train_batches, val = TaskBatches(task, T, tcfg.batch_size, tcfg.seed), val_set(task, T, tcfg.batch_size)
+    buckets = position_buckets(task, T) if task is not None and task.name == "mqar" else None
     evals_at = set(eval_steps(steps, tcfg.n_evals))
 
     # State that a checkpoint carries besides weights and optimizer.
@@ -423,7 +417,9 @@ def train(
                     "step": state["step"],
                     "tokens": state["step"] * tokens_per_step,
                     "train_loss": state["loss_sum"] / state["loss_n"],
-                    "val_loss": evaluate(model, val, device, autocast),
+                    **measure(model, val, device, autocast, buckets, recall=task is None),
+                    **(induction(model, probe, device, autocast) if task is None else {}),
+                    **linear_v_coefficients(model),
                     "lr": lr,
                 }
             )
@@ -468,6 +464,7 @@ def train(
         "n_kv_head": acct.n_kv_head,
         "tie_embeddings": mcfg.tie_embeddings,
         "seq_len": T,
+        **task_row(task),
         **{
             f: getattr(tcfg, f)
             for f in (
@@ -492,6 +489,7 @@ def train(
         "repeats_data": train_batches.epochs(steps * tokens_per_step) > 1.0,
         "final_train_loss": last["train_loss"] if last else math.nan,
         "final_val_loss": last["val_loss"] if last else math.nan,
+        "final_val_accuracy": last["val_accuracy"] if last else math.nan,
         "steps": state["step"],
         "resumed_from_step": state["resumed_from"],
         "checkpoint_recovered": recovered,
@@ -501,7 +499,7 @@ def train(
         "compiled": state["compiled"],
         "workers": world,
         "wall_s": state["wall_s"] + (time.time() - t_start),
-        "corpus_fingerprint": data.fingerprint,
+        "corpus_fingerprint": data.fingerprint if data is not None else task.fingerprint,
         "device": device,
         "error": error,
     }
