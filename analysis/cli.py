@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from analysis.fit import Fit
 
 # The fits' modules (scipy, pandas: ~1 s) are imported by the commands that use them, not by every
-# `tiedsweep` command that builds this parser (a dry run of 10^5 trials has ~5 s in all).
+# `tiedsweep` command that builds this parser (a dry run or status would pay ~1 s for nothing).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
