@@ -7,11 +7,16 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis import AnalysisError
-from analysis.fit import Fit, describe_bounds, fit_chinchilla
-from analysis.names import display_name
-from analysis.tables import N_KINDS, completed, load_table
+from records.schema import ENUMS
+
+if TYPE_CHECKING:
+    from analysis.fit import Fit
+
+# The fits' modules (scipy, pandas: ~1 s) are imported by the commands that use them, not by every
+# `tiedsweep` command that builds this parser (a dry run or status would pay ~1 s for nothing).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     fit.add_argument("table", type=Path)
     fit.add_argument("--json", action="store_true", help="print one JSON object")
-    fit.add_argument("--n-basis", "--n-kind", dest="n_kind", choices=N_KINDS, default="non_embedding",
+    fit.add_argument("--n-basis", "--n-kind", dest="n_kind", choices=ENUMS["n_basis"], default="non_embedding",
                      help="N for results directories (--n-kind: its old name)")  # fmt: skip
     fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0)
@@ -55,6 +60,10 @@ def _fit_json(f: Fit) -> dict:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
+    from analysis.fit import describe_bounds, fit_chinchilla
+    from analysis.names import display_name
+    from analysis.tables import completed, load_table
+
     try:
         if args.n_boot < 1:
             raise AnalysisError(f"--n-boot: must be >= 1, got {args.n_boot}")

@@ -24,7 +24,7 @@ import dataclasses
 from collections import defaultdict
 
 from orchestrator.sweep import SweepTrial
-from records.ids import data_key, trial_id
+from records.ids import TrialIds
 from tiedattn.accounting import training_flops
 
 
@@ -33,16 +33,17 @@ def branch_step(tokens: int, tokens_per_step: int, cooldown_frac: float) -> int:
     return steps - round(cooldown_frac * steps)
 
 
-def _id(st: SweepTrial, role: str, depends_on: str | None = None) -> str:
-    t = st.trial
-    data = data_key(t.data, st.corpus_fingerprint)
-    return trial_id(
-        t.model, t.train, data, st.budget, shape_id=st.shape_id, role=role, depends_on=depends_on, task=t.task
-    )
+def plan_branches(trials: list[SweepTrial], ids: TrialIds) -> list[SweepTrial]:
+    """Group the role="branch" trials by their trunk (everything but their budget); add one trunk per group.
 
+    ids: the TrialIds of the trials' token stream and spec (expand's: a sweep's trials share both).
+    """
 
-def plan_branches(trials: list[SweepTrial]) -> list[SweepTrial]:
-    """Group the role="branch" trials by their trunk (everything but their budget); add one trunk per group."""
+    def _id(st: SweepTrial, role: str, depends_on: str | None = None) -> str:
+        t = st.trial
+        return ids.trial(t.model, t.train, st.budget, shape_id=st.shape_id, role=role, depends_on=depends_on,
+                         task=t.task)  # fmt: skip
+
     groups: dict[str, list[SweepTrial]] = defaultdict(list)
     out = [t for t in trials if t.role != "branch"]
     for t in (t for t in trials if t.role == "branch"):

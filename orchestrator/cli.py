@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from orchestrator.argcheck import at_least, unreachable
-from orchestrator.plan import dry_run_table
+from orchestrator.plan import dry_run_lines
 from orchestrator.pool import SchedulingError
 from orchestrator.spec import SpecError, Sweep, load_spec, tuned_for_spec
 from records.manifest import ManifestError, read_manifest_doc
@@ -39,11 +39,12 @@ def git_sha() -> str:
 
 
 def _run_options(args: argparse.Namespace, **extra):
-    """RunOptions from the flags that share a field's name (--max-retries -> max_retries), and `extra`."""
+    """RunOptions from the flags that share a field's name (--max-retries -> max_retries), and `extra`;
+    a flag left at None keeps the field's default."""
     from orchestrator.runner import RunOptions
 
     flags = {f.name for f in dataclasses.fields(RunOptions)} & set(vars(args))
-    return RunOptions(**{name: getattr(args, name) for name in flags}, **extra)
+    return RunOptions(**{name: getattr(args, name) for name in flags if getattr(args, name) is not None}, **extra)
 
 
 def _pool(args: argparse.Namespace, trials: list):
@@ -94,10 +95,10 @@ def run_cmd(args: argparse.Namespace) -> int:
         print("\n".join(f"note: {line}" for line in e.errors))
         print("note: the plan below is provisional: ids hash the data settings, epochs are unknown, and an")
         print('      untuned lr = "tuned" stands for the default rate\n')
-        print(dry_run_table(sweep, None))
+        _print_lines(dry_run_lines(sweep, None, full=args.all or None))
         return 0
     if args.dry_run:
-        print(dry_run_table(sweep, _train_tokens(sweep)))
+        _print_lines(dry_run_lines(sweep, _train_tokens(sweep), full=args.all or None))
         return 0
     try:  # results of another results version are refused, not overwritten
         read_manifest_doc(args.results, sweep.name)
@@ -113,6 +114,13 @@ def run_cmd(args: argparse.Namespace) -> int:
                     accepted=lambda: write_manifest(args.results, sweep, spec_text))  # fmt: skip
     args.ran_sweep = sweep.name  # `--report`: tiedsweep.cli writes it (the orchestrator never imports analysis)
     return code
+
+
+def _print_lines(lines) -> None:
+    """Print as they come: a dry run of 10^6 rows is never held in memory."""
+    write = sys.stdout.write
+    for line in lines:
+        write(line + "\n")
 
 
 def _train_tokens(sweep: Sweep) -> int | None:
@@ -276,6 +284,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=at_least(0), default=3, help="re-runs of a trial whose worker or node died")
     p.add_argument("--checkpoint-dir", default=None, help="default RESULTS/checkpoints (shared storage)")
     p.add_argument("--num-cpus", type=at_least(1), default=None, help="embedded Ray: CPUs to use (default all)")
+    p.add_argument("--compact-over", type=at_least(1), default=None,
+                   help="compact the sweep's results past this many files (default 256)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -284,6 +294,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
     p.add_argument("--dry-run", action="store_true", help="print the trial table and total compute; run nothing")
+    p.add_argument("--all", action="store_true", help="dry run: every trial's row, however many (default: a "
+                   "summary past 200 trials)")  # fmt: skip
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=False, help="fit, plot, report when done")
     _common(p)
     p.set_defaults(func=run_cmd)

@@ -17,12 +17,13 @@ import dataclasses
 import itertools
 import json
 import math
+import operator
 
 from orchestrator.branches import plan_branches
 from orchestrator.sweep import SweepTrial
-from records.ids import cell_id, data_key, trial_id
+from records.ids import TrialIds, data_key
 from records.tuning import TUNED, tuned_lr
-from tiedattn.accounting import account, match_params, training_flops
+from tiedattn.accounting import account, match_params
 from tiedattn.data import DataConfig
 from tiedattn.model import ModelConfig
 from tiedattn.tasks import TaskConfig, task_config
@@ -50,6 +51,10 @@ AXES: dict[str, tuple[type | tuple[type, ...], str | None]] = {
 _TEXT_POINT = {"task": "lm", "num_kv_pairs": None}
 MODEL_AXES = tuple(k for k, (_, where) in AXES.items() if where == "model" and k != "seq_len")
 WSD_BRANCHES = "wsd-branches"
+MODEL_KEY = ("variant", "size", "seq_len", *MODEL_AXES, "task")  # what a trial's model depends on (base_model)
+CELL_KEY = tuple(k for k in AXES if k not in ("variant", "lr"))  # a cell: the grid point without these
+# the axes a TrainConfig depends on besides N and the rate (_Grid.train)
+TRAIN_KEY = ("tokens_per_param", "seq_len", *(k for k, (_, where) in AXES.items() if where == "train"))
 
 
 def model_n(model: ModelConfig, n_basis: str) -> int:
@@ -74,69 +79,136 @@ def base_model(variant: str, size: dict, point: dict, sec: dict) -> ModelConfig:
     return ModelConfig(**{**kw, "variant": variant, **size, "vocab_size": vocab, "seq_len": context})
 
 
-def _trial(point: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple,
-           min_budget: float | None, tuned: dict | None) -> SweepTrial:  # fmt: skip
-    baseline = base_model("baseline", point["size"], point, sec)
-    cfg = dataclasses.replace(baseline, variant=point["variant"])
-    if budget["match"] == "params":
-        cfg = match_params(cfg)
-    cfg = dataclasses.replace(cfg, d_ff=cfg.ff)  # resolved: d_ff unset and d_ff = 4d hash alike
-    shape = baseline.label
-    lr = point["lr"]
-    if lr == TUNED:  # resolved before the hash: the id follows the rate actually trained with
-        lr = TrainConfig.lr if tuned is None else tuned_lr(tuned, cfg.variant, shape, model_n(cfg, budget["n_basis"]))
-    n = model_n(baseline if budget["tokens_basis"] == "baseline" else cfg, budget["n_basis"])
-    train_kw = {k: x for k, x in sec["train"].items() if AXES.get(k, (0, None))[1] != "train" and k != "batch_tokens"}
-    T = point["seq_len"]
-    if "batch_tokens" in sec["train"]:  # the same tokens per step at every seq_len
-        train_kw["batch_size"] = sec["train"]["batch_tokens"] // T
-    step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * T
-    fixed = sec["budget"].get("tokens")  # [budget] tokens: the same tokens for every trial
-    point = dict(point)
-    if fixed is not None:  # tokens_per_param is what the fixed budget comes to
-        tokens = budget_tokens(1.0, fixed, step_tokens)
-        point["tokens_per_param"] = tokens / n
-    else:
-        tokens = budget_tokens(point["tokens_per_param"], n, step_tokens)
-    plan = point["schedule"]
-    if plan == WSD_BRANCHES:  # every budget shares one absolute warmup: that of the smallest budget
-        smallest = tokens if fixed is not None else budget_tokens(min_budget, n, step_tokens)
-        train_kw.setdefault("warmup_tokens", round(train_kw.get("warmup_frac", TrainConfig.warmup_frac) * smallest))
-    tcfg = TrainConfig(tokens=tokens, seq_len=T, lr=lr, schedule="wsd" if plan == WSD_BRANCHES else plan,
-                       seed=point["seed"], **train_kw)  # fmt: skip
-    task = task_config({**sec["data"], "task": point["task"]}, point["num_kv_pairs"])
-    full_budget = {"tokens_per_param": point["tokens_per_param"], **budget}
-    role = "branch" if plan == WSD_BRANCHES else "trial"
-    text = {k: x for k, x in point.items() if k in _TEXT_POINT and x == _TEXT_POINT[k]}
-    coordinates = {k: x for k, x in point.items() if k not in ("variant", "lr", *text)}
-    fixed_secs = {s: sec[s] for s in ("model", "train", "data", "budget")}
-    return SweepTrial(
-        trial_id(cfg, tcfg, data_key(data, fp), full_budget, shape_id=shape, role=role, task=task),
-        Trial(cfg, tcfg, data, task=task),
-        **full_budget,
-        cpus=res[0],
-        gpus=res[1],
-        flops=training_flops(cfg, T, tcfg.tokens),
-        corpus_fingerprint=fp,
-        role=role,
-        cell_id=cell_id(shape, coordinates, fixed_secs),
-        shape_id=shape,
-    )
+class _Grid:
+    """The trials of one grid. Everything a trial shares with others (its model, matched d_ff and N; its
+    TrainConfig and budget, which every variant of a shape shares when tokens_basis = "baseline"; its
+    task, the tuned rate, FLOPs per token, the cell id) is made once, keyed by the axis values'
+    positions (never by values: 1 and 1.0 are equal keys but hash apart); ids come from one
+    records.ids.TrialIds. A 10^5-trial dry run: 9 s of CPU, 55 s when each trial made all of this
+    itself (bench/many_trials.py)."""
+
+    def __init__(self, axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple,
+                 tuned: dict | None) -> None:  # fmt: skip
+        self.sec, self.data, self.fp, self.budget, self.res = sec, data, fp, budget, res
+        self.values = [[x for _, x in axes[k]] for k in AXES]  # each axis's values, in AXES order
+        # None: [budget] tokens, the same tokens for every trial
+        self.min_budget = min((x for x in self.values[_TPP] if x is not None), default=None)
+        self.fixed, self.tuned = sec["budget"].get("tokens"), tuned
+        self.ids = TrialIds(data_key(data, fp), {s: sec[s] for s in ("model", "train", "data", "budget")})
+        self.train_kw = {k: x for k, x in sec["train"].items()
+                         if AXES.get(k, (0, None))[1] != "train" and k != "batch_tokens"}  # fmt: skip
+        self.models: dict[tuple, tuple[ModelConfig, str, int, float]] = {}
+        self.trains: dict[tuple, tuple[TrainConfig, dict]] = {}
+        self.tasks: dict[tuple, TaskConfig | None] = {}
+        self.rates: dict[tuple, float] = {}
+        self.cells: dict[tuple, str] = {}
+
+    def model(self, key: tuple, point: dict) -> tuple[ModelConfig, str, int, float]:
+        """(the trained model, shape id, N of the token budget, FLOPs per token) of a point's variant and shape."""
+        if key not in self.models:
+            budget = self.budget
+            baseline = base_model("baseline", point["size"], point, self.sec)
+            cfg = dataclasses.replace(baseline, variant=point["variant"])
+            if budget["match"] == "params":
+                cfg = match_params(cfg)
+            cfg = dataclasses.replace(cfg, d_ff=cfg.ff)  # resolved: d_ff unset and d_ff = 4d hash alike
+            n = model_n(baseline if budget["tokens_basis"] == "baseline" else cfg, budget["n_basis"])
+            # training_flops(cfg, T, tokens) = this x tokens
+            per_token = account(dataclasses.replace(cfg, seq_len=point["seq_len"])).flops_per_token
+            self.models[key] = (cfg, baseline.label, n, per_token)
+        return self.models[key]
+
+    def train(self, key: tuple, point: dict, n: int, lr: float) -> tuple[TrainConfig, dict]:
+        """The TrainConfig and budget of a point (key: N, the resolved lr's model if tuned, the train axes'
+        positions)."""
+        if key not in self.trains:
+            train_kw, T = dict(self.train_kw), point["seq_len"]
+            if "batch_tokens" in self.sec["train"]:  # the same tokens per step at every seq_len
+                train_kw["batch_size"] = self.sec["train"]["batch_tokens"] // T
+            step_tokens = train_kw.get("batch_size", TrainConfig.batch_size) * T
+            tpp = point["tokens_per_param"]
+            if self.fixed is not None:  # tokens_per_param is what the fixed budget comes to
+                tokens = budget_tokens(1.0, self.fixed, step_tokens)
+                tpp = tokens / n
+            else:
+                tokens = budget_tokens(tpp, n, step_tokens)
+            plan = point["schedule"]
+            if plan == WSD_BRANCHES:  # every budget shares one absolute warmup: that of the smallest budget
+                smallest = tokens if self.fixed is not None else budget_tokens(self.min_budget, n, step_tokens)
+                frac = train_kw.get("warmup_frac", TrainConfig.warmup_frac)
+                train_kw.setdefault("warmup_tokens", round(frac * smallest))
+            schedule = "wsd" if plan == WSD_BRANCHES else plan
+            tcfg = TrainConfig(tokens=tokens, seq_len=T, lr=lr, schedule=schedule, seed=point["seed"], **train_kw)
+            self.trains[key] = (tcfg, {"tokens_per_param": tpp, **self.budget})
+        return self.trains[key]
+
+    def point(self, key: tuple) -> dict:
+        return {k: v[i] for k, v, i in zip(AXES, self.values, key, strict=True)}
+
+    def trial(self, key: tuple) -> SweepTrial:
+        """key: the positions of the point's values on the AXES, in AXES order. The point's values
+        themselves (a dict) are looked up only for what is not made yet."""
+        model_key = _MODEL_POS(key)
+        cfg, shape, n, per_token = self.models.get(model_key) or self.model(model_key, self.point(key))
+        lr, lr_key = self.values[_LR][key[_LR]], None
+        if lr == TUNED:  # resolved before the hash: the id follows the rate actually trained with
+            if model_key not in self.rates:
+                self.rates[model_key] = TrainConfig.lr if self.tuned is None else tuned_lr(
+                    self.tuned, cfg.variant, shape, model_n(cfg, self.budget["n_basis"]))  # fmt: skip
+            lr, lr_key = self.rates[model_key], model_key
+        train_key = (n, lr_key, *_TRAIN_POS(key))
+        tcfg, full_budget = self.trains.get(train_key) or self.train(train_key, self.point(key), n, lr)
+        task_key = _TASK_POS(key)
+        if task_key not in self.tasks:
+            point = self.point(key)
+            self.tasks[task_key] = task_config({**self.sec["data"], "task": point["task"]}, point["num_kv_pairs"])
+        task = self.tasks[task_key]
+        role = "branch" if self.values[_SCHEDULE][key[_SCHEDULE]] == WSD_BRANCHES else "trial"
+        cell_key = (_CELL_POS(key), full_budget["tokens_per_param"] if self.fixed is not None else None)
+        if cell_key not in self.cells:
+            point = self.point(key) | {"tokens_per_param": full_budget["tokens_per_param"]}
+            text = {k for k, x in point.items() if k in _TEXT_POINT and x == _TEXT_POINT[k]}
+            coordinates = {k: x for k, x in point.items() if k not in ("variant", "lr", *text)}
+            self.cells[cell_key] = self.ids.cell(shape, coordinates)
+        return SweepTrial(
+            self.ids.trial(cfg, tcfg, full_budget, shape_id=shape, role=role, task=task),
+            Trial(cfg, tcfg, self.data, task=task),
+            **full_budget,
+            cpus=self.res[0],
+            gpus=self.res[1],
+            flops=per_token * tcfg.tokens,
+            corpus_fingerprint=self.fp,
+            role=role,
+            cell_id=self.cells[cell_key],
+            shape_id=shape,
+        )
+
+
+def _positions(names: tuple[str, ...]) -> operator.itemgetter:
+    """A getter of these axes' entries, as a tuple, from a tuple in AXES order."""
+    assert len(names) > 1, names  # itemgetter of one index returns the item, not a tuple
+    return operator.itemgetter(*[list(AXES).index(k) for k in names])
+
+
+_MODEL_POS = _positions(MODEL_KEY)
+_TRAIN_POS = _positions(TRAIN_KEY)
+_CELL_POS = _positions(CELL_KEY)
+_TASK_POS = _positions(("task", "num_kv_pairs"))
+_TPP, _LR, _SCHEDULE = (list(AXES).index(k) for k in ("tokens_per_param", "lr", "schedule"))
 
 
 def expand(axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple[float, float],
            tuned: dict | None = None, exclude: list[dict[str, set[str]]] = ()) -> list[SweepTrial]:  # fmt: skip
     """Every trial of the grid (axes: axis -> [(where, value)]) but the points an `exclude` rule
     matches on all its axes (values as canonical JSON), WSD branches planned onto trunks."""
-    min_budget = min((x for _, x in axes["tokens_per_param"] if x is not None), default=None)  # None: budget.tokens
-    combos = itertools.product(*(axes[k] for k in AXES))
-    points = [dict(zip(AXES, (x for _, x in combo), strict=True)) for combo in combos]
-    points = [p for p in points if not any(_matches(p, rule) for rule in exclude)]
-    return plan_branches([_trial(p, sec, data, fp, budget, res, min_budget, tuned) for p in points])
-
-
-def _matches(point: dict, rule: dict[str, set[str]]) -> bool:
-    return all(json.dumps(point[k], sort_keys=True) in values for k, values in rule.items())
+    grid = _Grid(axes, sec, data, fp, budget, res, tuned)
+    # each rule as (axis position, the positions of the values it excludes on that axis)
+    rules = [[(list(AXES).index(k), {i for i, x in enumerate(grid.values[list(AXES).index(k)])
+                                     if json.dumps(x, sort_keys=True) in values}) for k, values in rule.items()]
+             for rule in exclude]  # fmt: skip
+    keys = itertools.product(*(range(len(axes[k])) for k in AXES))
+    keys = (key for key in keys if not any(all(key[p] in kept for p, kept in rule) for rule in rules))
+    return plan_branches([grid.trial(key) for key in keys], grid.ids)
 
 
 def shapes_of(size: dict, axes: dict, sec: dict) -> list[ModelConfig]:

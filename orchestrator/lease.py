@@ -111,6 +111,22 @@ def read_lease(results_dir: str, sweep: str, trial_id: str) -> Lease | None:
     return _read(_path(results_dir, sweep, trial_id))
 
 
+def read_leases(results_dir: str, sweep: str) -> dict[str, Lease]:
+    """trial_id -> lease of every leased trial of a sweep: one listing, then only the leases there
+    (status of 10^4 trials opened a path per unfinished trial)."""
+    try:
+        names = os.listdir(leases_dir(results_dir, sweep))
+    except FileNotFoundError:
+        return {}
+    leases = {}
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            lease = _read(os.path.join(leases_dir(results_dir, sweep), name))
+            if lease is not None:  # released between the listing and the read
+                leases[name.removesuffix(".json")] = lease
+    return leases
+
+
 def acquire(results_dir: str, sweep: str, trial_id: str, owner: str, ttl_s: float = 60.0) -> bool:
     """Take the lease if it is free, stale (heartbeat older than ttl_s, or its owner a dead process
     on this host) or already ours."""

@@ -1,11 +1,11 @@
-"""`tiedsweep run --dry-run`: a sweep's trial table, total compute and a time estimate, before anything runs."""
+"""`tiedsweep run --dry-run`: a sweep's trial table (or, past SUMMARY_OVER trials, a summary), total
+compute and a time estimate, before anything runs."""
 
 from __future__ import annotations
 
 import heapq
 import os
-
-import torch
+from collections.abc import Iterator
 
 from orchestrator.sweep import Sweep
 from tiedattn.accounting import account
@@ -29,69 +29,131 @@ def _duration(seconds: float) -> str:
 def local_slots(sweep: Sweep) -> tuple[int, str]:
     """Trials this machine runs at once with the sweep's per-trial resources, and why."""
     if sweep.gpus > 0:
+        import torch  # only here: the CLI's dry run stays free of torch's ~1 s import
+
         n = torch.cuda.device_count()
         return max(1, int(n / sweep.gpus)), f"{n} GPUs here / {sweep.gpus:g} per trial"
     n = os.cpu_count() or 1
     return max(1, int(n / sweep.cpus)), f"{n} CPUs here / {sweep.cpus:g} per trial"
 
 
-def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = None) -> str:
-    """One row per trial, then the sweep's total compute and a line per trial that repeats data.
+SUMMARY_OVER = 200  # trials: past this the dry run prints a summary (--all: every row)
+TOP = 20  # the most expensive trials the summary lists
+HEADER = ("id", "variant", "shape", "N non-emb", "N total", "tokens", "tokens_per_param", "FLOPs", "epochs", "",
+          "workers", "est. time")  # fmt: skip
+
+
+def _seconds(t, flops_per_s: float) -> float:
+    """A trial's estimated time: its FLOPs over its workers' rate, data parallelism taken as linear."""
+    return t.flops / flops_per_s / t.workers
+
+
+def _epochs(t, train_tokens: int | None) -> float | None:
+    """Epochs of unique data a trial trains on (None: corpus size unknown)."""
+    if train_tokens is None:
+        return None
+    T = t.trial.train.seq_len or t.trial.model.seq_len
+    return t.trial.train.tokens / max(1, (train_tokens - 1) // T * T)
+
+
+def _cells(t, train_tokens: int | None, flops_per_s: float) -> tuple[str, ...]:
+    """One trial's row of the table."""
+    m, tc = t.trial.model, t.trial.train
+    acct = account(m)  # cached per model: a sweep repeats each over budgets and seeds
+    epochs = _epochs(t, train_tokens)
+    params = (acct.params_non_embedding, acct.params_total, tc.tokens)
+    cells = (t.trial_id, parse_variant(m.variant).paper, m.label, *map(_si, params), f"{t.tokens_per_param:g}",
+             f"{t.flops:.2e}", "?" if epochs is None else f"{epochs:.2f}", "R" if epochs and epochs > 1 else "",
+             str(t.workers), _duration(_seconds(t, flops_per_s)))  # fmt: skip
+    return cells
+
+
+def _table(rows, widths: list[int]) -> Iterator[str]:
+    for r in rows:
+        yield "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+
+def _widths(rows) -> list[int]:
+    widths = [len(h) for h in HEADER]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+    return widths
+
+
+def _by(trials, key, flops_per_s: float) -> list[str]:
+    groups: dict = {}
+    for t in trials:
+        k = key(t)
+        n, flops = groups.get(k, (0, 0.0))
+        groups[k] = (n + 1, flops + t.flops)
+    width = max(len(str(k)) for k in groups)
+    return [f"  {k!s:<{width}}  {n:>8} trials  {f:.3g} FLOPs  {f / flops_per_s / 3600:.3g} trial-hours"
+            for k, (n, f) in groups.items()]  # fmt: skip
+
+
+def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = None,
+                  full: bool | None = None) -> Iterator[str]:  # fmt: skip
+    """The dry run, line by line: one row per trial (full=True, or None with <= SUMMARY_OVER trials)
+    or a summary (counts and cost by variant, shape and tokens_per_param; the TOP most expensive
+    trials), then the sweep's total compute. Rows are made twice (widths, then lines), never held.
 
     train_tokens: the corpus's training tokens (prepare_data(sweep.data).train.size), for epochs;
     None shows "?". slots: trials run at once (None: what this machine fits). Times are FLOPs /
     (sweep.flops_per_s * workers), data parallelism taken as linear; wall time packs trials
     longest-first, a W-worker trial onto the W least-loaded slots at once.
     """
-    header = ("id", "variant", "shape", "N non-emb", "N total", "tokens", "tokens_per_param", "FLOPs", "epochs", "")
-    header += ("workers", "est. time")
-    rows, warnings, seconds = [header], [], []
-    for t in sweep.trials:
-        m, tc = t.trial.model, t.trial.train
-        T = tc.seq_len or m.seq_len
-        acct = account(m)
-        epochs = None if train_tokens is None else tc.tokens / max(1, (train_tokens - 1) // T * T)
-        repeats = epochs is not None and epochs > 1
-        seconds.append(t.flops / sweep.flops_per_s / t.workers)
-        params = (acct.params_non_embedding, acct.params_total, tc.tokens)
-        cells = [t.trial_id, parse_variant(m.variant).paper, m.label, *map(_si, params), f"{t.tokens_per_param:g}"]
-        cells.append(f"{t.flops:.2e}")
-        rows.append(
-            (
-                *cells,
-                "?" if epochs is None else f"{epochs:.2f}",
-                "R" if repeats else "",
-                str(t.workers),
-                _duration(seconds[-1]),
-            )
-        )
-        if repeats:
-            warnings.append(f"warning: {t.trial_id} repeats data: {epochs:.2f} epochs of {train_tokens:,} tokens")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
+    trials, rate = sweep.trials, sweep.flops_per_s
+    full = len(trials) <= SUMMARY_OVER if full is None else full
+    repeats = []  # (trial, epochs) of trials that see their data more than once
+    if train_tokens is not None:
+        repeats = [(t, e) for t in trials if (e := _epochs(t, train_tokens)) > 1]
+    if full:
+        widths = _widths(_cells(t, train_tokens, rate) for t in trials)
+        yield from _table([HEADER], widths)
+        yield from _table((_cells(t, train_tokens, rate) for t in trials), widths)
+    else:
+        top = heapq.nlargest(TOP, trials, key=lambda t: t.flops)
+        yield f"{len(trials)} trials: a summary (--all prints every row)"
+        yield "by variant:"
+        yield from _by(trials, lambda t: parse_variant(t.trial.model.variant).paper, rate)
+        yield "by shape:"
+        yield from _by(trials, lambda t: t.shape_id, rate)
+        yield "by tokens_per_param:"
+        yield from _by(trials, lambda t: f"{t.tokens_per_param:g}", rate)
+        yield f"the {len(top)} most expensive trials:"
+        rows = [_cells(t, train_tokens, rate) for t in top]
+        yield from _table([HEADER, *rows], _widths(rows))
     if slots is None:
         slots, why = local_slots(sweep)
     else:
         why = "given"
     loads = [0.0] * slots
-    for s, w in sorted(zip(seconds, (t.workers for t in sweep.trials), strict=True), reverse=True):
-        group = heapq.nsmallest(min(w, slots), loads)  # longest first onto the least-loaded slots
+    for s, w in sorted(((_seconds(t, rate), t.workers) for t in trials), reverse=True):  # longest first
+        if w == 1:  # onto the least-loaded slot
+            heapq.heapreplace(loads, loads[0] + s)
+            continue
+        group = heapq.nsmallest(min(w, slots), loads)  # onto the W least-loaded slots at once
         for load in group:
             loads.remove(load)
         loads += [max(group) + s * w / min(w, slots)] * len(group)
         heapq.heapify(loads)
-    device_s = sum(s * t.workers for s, t in zip(seconds, sweep.trials, strict=True))
-    t0 = sweep.trials[0]
-    lines += [
-        "",
-        f"sweep {sweep.name}: {len(sweep.trials)} trials; tokens_per_param = tokens / N ({t0.n_basis} params of the "
-        f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)",
-        f"total: {sum(t.flops for t in sweep.trials):.3g} FLOPs, {device_s / 3600:.3g} trial-hours (worker-hours), "
-        f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})",
-        f"times are estimates: FLOPs / {sweep.flops_per_s:.3g} FLOP/s per trial (set [resources] flops_per_s)",
-        *warnings,
-    ]
-    return "\n".join(lines)
+    t0 = trials[0]
+    total = sum(t.flops for t in trials)
+    yield ""
+    yield (f"sweep {sweep.name}: {len(trials)} trials; tokens_per_param = tokens / N ({t0.n_basis} params of the "
+           f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)")  # fmt: skip
+    yield (f"total: {total:.3g} FLOPs, {total / rate / 3600:.3g} trial-hours (worker-hours), "
+           f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})")  # fmt: skip
+    yield f"times are estimates: FLOPs / {rate:.3g} FLOP/s per trial (set [resources] flops_per_s)"
+    if full:
+        for t, e in repeats:
+            yield f"warning: {t.trial_id} repeats data: {e:.2f} epochs of {train_tokens:,} tokens"
+    elif repeats:
+        worst = max(e for _, e in repeats)
+        yield (f"warning: {len(repeats)} trials repeat data (up to {worst:.2f} epochs of {train_tokens:,} tokens; "
+               "--all lists them)")  # fmt: skip
+
+
+def dry_run_table(sweep: Sweep, train_tokens: int | None, slots: int | None = None, full: bool | None = None) -> str:
+    """dry_run_lines(...) as one string."""
+    return "\n".join(dry_run_lines(sweep, train_tokens, slots, full))

@@ -29,8 +29,9 @@ from orchestrator.execute import Paths, execute
 from orchestrator.lease import LeaseKeeper, leases_supported, owner_alive, read_lease
 from orchestrator.pool import Pool, Task, drive
 from orchestrator.sweep import SweepTrial
+from records.index import TrialIndex
 from records.layout import checkpoints_dir, log_path
-from records.store import next_attempt, read_trials, write_attempt
+from records.store import compact, write_attempt
 
 # Waits between tries of a result write (shared storage hiccups) before the driver gives up: ~15 s.
 WRITE_RETRY_S = (1.0, 2.0, 4.0, 8.0)
@@ -47,7 +48,14 @@ class RunOptions:
     num_cpus: int | None = None  # embedded Ray only; default: all cores
     grace_s: float = 120.0  # after Ctrl-C, how long running trials get to checkpoint and report
     lease_ttl_s: float = 60.0
+    # Compact the sweep's results once its trials partition holds more one-attempt files than this: a
+    # driver's refresh lists the partition before each batch, and readers (status, report, DuckDB)
+    # open every file; 256 one-row files read in ~0.3 s on 2 busy cores.
+    compact_over: int = 256
     quiet: bool = False
+
+
+_MERGED_MAX = 16  # compacted files per partition before auto-compaction merges them all
 
 
 def _pending(st: SweepTrial, row: dict | None, retry: frozenset[str]) -> bool:
@@ -56,16 +64,11 @@ def _pending(st: SweepTrial, row: dict | None, retry: frozenset[str]) -> bool:
     return st.role == "trunk" and row["status"] == "completed" and row["tokens"] < st.trial.train.tokens
 
 
-def _latest(results_dir: str, sweep: str) -> dict[str, dict]:
-    table = read_trials(results_dir, sweep).select(["trial_id", "status", "tokens"])
-    return {r["trial_id"]: r for r in table.to_pylist()}
-
-
-def select(trials: list[SweepTrial], latest: dict[str, dict], retry: frozenset[str], order: str) -> list[SweepTrial]:
+def select(trials: list[SweepTrial], index: TrialIndex, retry: frozenset[str], order: str) -> list[SweepTrial]:
     """Trials with no outcome yet or whose latest outcome is in `retry`, ordered by cost; a WSD trunk
     that completed shorter than the grid now needs (a larger budget was added) runs on."""
 
-    todo = [st for st in trials if _pending(st, latest.get(st.trial_id), retry)]
+    todo = [st for st in trials if _pending(st, index.status(st.trial_id), retry)]
     return sorted(todo, key=lambda st: (-st.flops if order == "largest" else st.flops, st.trial_id))
 
 
@@ -136,13 +139,13 @@ class _SweepRun:
     left (more). WSD branches wait until their trunk's checkpoint exists."""
 
     def __init__(self, sweep: str, todo: list[SweepTrial], results_dir: str, opts: RunOptions, git_sha: str,
-                 keeper, progress: _Progress, latest: dict) -> None:  # fmt: skip
+                 keeper, progress: _Progress, index: TrialIndex) -> None:  # fmt: skip
         self.sweep, self.results_dir, self.opts, self.git_sha = sweep, results_dir, opts, git_sha
-        self.keeper, self.progress = keeper, progress
+        self.keeper, self.progress, self.index = keeper, progress, index
         self.ckpt = checkpoints_dir(results_dir, sweep, opts.checkpoint_dir)
         # This driver's own stop file: a Ctrl-C here must not stop another driver's trials.
         self.stop_file = os.path.join(self.ckpt, f".stop-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self.diverged = {st.trial_id for st in todo if latest.get(st.trial_id, {}).get("status") == "diverged"}
+        self.diverged = {st.trial_id for st in todo if (index.status(st.trial_id) or {}).get("status") == "diverged"}
         self.queue = [st for st in todo if st.role != "branch"]
         self.waiting = [st for st in todo if st.role == "branch"]  # start once their trunk checkpoint exists
         self.running: dict[str, tuple[SweepTrial, int]] = {}  # trial_id -> (trial, attempt)
@@ -162,14 +165,15 @@ class _SweepRun:
                 batch.append(st)
             else:
                 self.progress.counts["skipped"] += 1  # another driver is running it
-        fresh = _latest(self.results_dir, self.sweep) if batch else {}  # re-read after taking the leases
+        if batch:  # after taking the leases: what other drivers finished (or started) until then
+            self.index.refresh()
         tasks = []
         for st in batch:
-            if not _pending(st, fresh.get(st.trial_id), self.opts.retry):
+            if not _pending(st, self.index.status(st.trial_id), self.opts.retry):
                 self.keeper.release(self.sweep, st.trial_id)
                 self.progress.counts["skipped"] += 1
             else:
-                tasks.append(self._task(st, next_attempt(self.results_dir, self.sweep, st.trial_id)))
+                tasks.append(self._task(st, self.index.next_attempt(st.trial_id)))
         return tasks
 
     def _task(self, st: SweepTrial, attempt: int) -> Task:
@@ -194,7 +198,7 @@ class _SweepRun:
         key = uuid.uuid4().hex[:8]  # every try writes the same files: a retry leaves no orphan evals file
         for wait in (*WRITE_RETRY_S, None):  # shared storage hiccups: retry before giving up the driver
             try:
-                write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals, key=key)
+                name = write_attempt(self.results_dir, self.sweep, {**row, "git_sha": self.git_sha}, evals, key=key)
                 break
             except OSError as e:
                 if wait is None:
@@ -202,8 +206,16 @@ class _SweepRun:
                 _log(self.results_dir, self.sweep, st.trial_id, f"driver: writing the result failed ({e}); "
                      f"retrying in {wait:g} s")  # fmt: skip
                 time.sleep(wait)
+        self.index.add(st.trial_id, row["attempt"], row["status"], row.get("tokens"), [name])
         self.keeper.release(self.sweep, st.trial_id)
         self.progress.done(row, st.flops)
+        if self.index.part_files()[0] > self.opts.compact_over:
+            self.index.refresh()  # another driver may have just compacted: list before paying for a merge
+            parts, merged = self.index.part_files()
+            if parts > self.opts.compact_over:
+                # Merge the new part files only (cost ~compact_over rows), and all files once merged
+                # ones pile up: the sweep is rewritten every ~16 x compact_over trials, not every batch.
+                compact(self.results_dir, self.sweep, parts_only=merged < _MERGED_MAX)
 
     def _release_branches(self) -> None:
         active = {st.trial_id for st in self.queue} | set(self.running)
@@ -219,7 +231,8 @@ class _SweepRun:
             elif st.depends_on not in active:  # its trunk ended (now or before) without reaching the branch point
                 self.waiting.remove(st)
                 error = f"trunk {st.depends_on} has no checkpoint at step {st.branch_step} ({path})"
-                self.record(st, st.failed_row(next_attempt(self.results_dir, self.sweep, st.trial_id), error), [])
+                self.index.refresh()
+                self.record(st, st.failed_row(self.index.next_attempt(st.trial_id), error), [])
 
     def interrupt(self, pool: Pool) -> None:
         """Ask running trials to checkpoint and stop; record each as it reports (interrupted)."""
@@ -244,18 +257,19 @@ class _SweepRun:
 def run_trials(sweep: str, trials: list[SweepTrial], results_dir: str, opts: RunOptions, git_sha: str,
                pool: Pool) -> dict:  # fmt: skip
     """Run every selected trial of one sweep on `pool`; returns counts by outcome."""
-    latest = _latest(results_dir, sweep)
-    todo = select(trials, latest, opts.retry, opts.order)
+    index = TrialIndex(results_dir, sweep)
+    index.refresh()
+    todo = select(trials, index, opts.retry, opts.order)
     progress = _Progress(len(todo), sum(st.flops for st in todo), opts.quiet)
     # As many in flight as the cluster runs at once, plus one queued in the pool so that a freed slot
-    # starts the next trial at once (the driver's bookkeeping between trials reads the results: ~0.5 s
-    # per 500 files). A trial holds its lease only from then on, so a second driver on the same results
+    # starts the next trial at once (the driver's bookkeeping between trials lists the results and reads
+    # only new files: a few ms). A trial holds its lease only from then on, so a second driver on the same results
     # takes the rest, and the cost order holds. An autoscaling cluster that should grow: --max-concurrent.
     slots = (pool.slots(st.cpus * st.workers, st.gpus * st.workers) for st in todo)  # a trial's workers together
     cap = opts.max_concurrent or 1 + max(slots, default=1)
     leases = LeaseKeeper(results_dir, ttl_s=opts.lease_ttl_s) if leases_supported(results_dir) else _NoLeases()
     with interrupt_signals(), leases as keeper:
-        run = _SweepRun(sweep, todo, results_dir, opts, git_sha, keeper, progress, latest)
+        run = _SweepRun(sweep, todo, results_dir, opts, git_sha, keeper, progress, index)
         try:
             drive(pool, cap, run.take, run.done, run.more, tick=progress.show)
         except KeyboardInterrupt:

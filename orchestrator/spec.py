@@ -450,7 +450,8 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     if not trials:
         raise SpecError(["grid.exclude: leaves no trials"])
     # [resources] workers: data-parallel workers for the trials of at least workers_from_flops (not in ids)
-    trials = [dataclasses.replace(t, workers=workers) if t.flops >= workers_from else t for t in trials]
+    if workers != 1:
+        trials = [dataclasses.replace(t, workers=workers) if t.flops >= workers_from else t for t in trials]
     for t in trials:
         if t.trial.train.batch_size % t.workers:
             errs.add("resources.workers", f"{t.trial_id}: batch_size {t.trial.train.batch_size} does not split "

@@ -7,6 +7,7 @@ the standard library and tiedattn's config dataclasses, never ray, the orchestra
     ids.py       the one identity function: trial, trunk, branch and tuning-proxy ids; cell and shape ids
     schema.py    the Parquet schemas, derived from the config dataclasses, and a trial's config row
     store.py     atomic writes and the readers of trials and evals (latest attempt, commit marker)
+    index.py     a driver's in-memory index of a sweep's results (latest outcome, attempts), refreshed by new names
     manifest.py  versioned sweep manifests (the planned trials of a sweep)
     tuning.py    lr.json, the tuned learning rates, and the rate a trial trains with
 """

@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from records.index import COMPACTED_PREFIX, part_name
 from records.layout import TRUNK_SCHEDULE, check_name, filesystem_for, table_dir
 from records.manifest import ResultsVersionError, manifest_ids
 from records.schema import ENUMS, EVALS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
@@ -88,8 +89,9 @@ def _write_atomic(filesystem: pafs.FileSystem, directory: str, name: str, table:
         raise
 
 
-def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict], key: str | None = None) -> None:
-    """Write one attempt's outcome row and eval rows: evals file first, then the trials file.
+def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list[dict], key: str | None = None) -> str:
+    """Write one attempt's outcome row and eval rows: evals file first, then the trials file; returns
+    the files' name (the same in both tables; records.index reads trial and attempt from it).
 
     key names the files (default: a fresh one): a retry that passes the key of the failed try
     replaces what that try wrote (an evals file without its trials row) instead of adding to it.
@@ -116,10 +118,11 @@ def write_attempt(results_dir: str, sweep: str, trial_row: dict, eval_rows: list
     evals = _to_table([{**e, **ident} for e in eval_rows], EVALS_SCHEMA, "eval row")
 
     filesystem, base = filesystem_for(results_dir)
-    name = f"part-{trial_id}-a{attempt}-{check_name(key, 'key') if key else uuid.uuid4().hex[:8]}.parquet"
+    name = part_name(trial_id, attempt, check_name(key, "key") if key else uuid.uuid4().hex[:8])
     if evals.num_rows:
         _write_atomic(filesystem, f"{base}/evals/sweep={sweep}", name, evals)
     _write_atomic(filesystem, f"{base}/trials/sweep={sweep}", name, trials)
+    return name
 
 
 def _scan(
@@ -281,8 +284,12 @@ def _partition_dirs(filesystem: pafs.FileSystem, root: str, sweep: str | None) -
     )
 
 
-def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, int]]:
+def compact(results_dir: str, sweep: str | None = None, parts_only: bool = False) -> dict[str, dict[str, int]]:
     """Merge each sweep partition's part files into one file per table, then delete the sources.
+
+    parts_only: merge only the one-attempt part files and leave earlier `part-compacted-*` files as
+    they are, so a compaction costs what was added since the last one, not the whole sweep (the
+    driver's auto-compaction; readers drop rows that two files share).
 
     The merged file is written atomically before any source is deleted; readers drop the duplicate
     rows visible in between. Temp files older than an hour (crashed writers) are removed too.
@@ -295,34 +302,57 @@ def compact(results_dir: str, sweep: str | None = None) -> dict[str, dict[str, i
             ["files_before", "files_after", "rows_before", "rows_after", "stale_tmp_removed"], 0
         )
         for directory in _partition_dirs(filesystem, f"{base}/{table}", sweep):
-            parts, stale = [], []
-            for info in filesystem.get_file_info(pafs.FileSelector(directory)):
-                name = info.base_name
-                if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
-                    if info.mtime_ns is not None and time.time() - info.mtime_ns / 1e9 > _STALE_TMP_S:
-                        stale.append(info.path)
-                elif name.endswith(".parquet") and not name.startswith((".", "_")):
-                    parts.append(info.path)
-            for path in stale:
-                filesystem.delete_file(path)
-            c["stale_tmp_removed"] += len(stale)
-            good = _good_parts(filesystem, parts, schema, table)  # anything else stays, untouched
-            parts = list(good)
-            rows = sum(t.num_rows for t in good.values())
-            c["files_before"] += len(parts)
-            c["rows_before"] += rows
-            if len(parts) > 1:
-                merged = _first_per_key(pa.concat_tables(good.values()), keys, [(k, "ascending") for k in keys])
-                _write_atomic(filesystem, directory, f"part-compacted-{uuid.uuid4().hex[:8]}.parquet", merged)
-                for path in parts:
-                    try:
-                        filesystem.delete_file(path)
-                    except FileNotFoundError:  # a concurrent compact merged and removed it first
-                        pass
-                rows = merged.num_rows
-            c["files_after"] += min(len(parts), 1)
-            c["rows_after"] += rows
+            for tries_left in range(_READ_TRIES - 1, -1, -1):
+                try:
+                    _compact_partition(filesystem, directory, schema, keys, c, table, parts_only)
+                    break
+                except FileNotFoundError:  # another compaction merged and removed a part we listed
+                    if not tries_left:
+                        raise
     return counts
+
+
+def _compact_partition(
+    filesystem: pafs.FileSystem,
+    directory: str,
+    schema: pa.Schema,
+    keys: list[str],
+    c: dict[str, int],
+    table: str,
+    parts_only: bool = False,
+) -> None:
+    """Merge one partition's part files into one (only the uncompacted ones with parts_only); files
+    that are not readable results files stay as they are (one warning each), stale temp files go."""
+    parts, stale = [], []
+    for info in filesystem.get_file_info(pafs.FileSelector(directory)):
+        name = info.base_name
+        if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
+            if info.mtime_ns is not None and time.time() - info.mtime_ns / 1e9 > _STALE_TMP_S:
+                stale.append(info.path)
+        elif name.endswith(".parquet") and not name.startswith((".", "_")):
+            if not (parts_only and name.startswith(COMPACTED_PREFIX)):
+                parts.append(info.path)
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):  # a concurrent compact removed it first
+            filesystem.delete_file(path)
+    good = _good_parts(filesystem, parts, schema, table)  # anything else stays, untouched
+    parts = list(good)
+    rows = sum(t.num_rows for t in good.values())
+    merged = None
+    if len(parts) > 1:
+        merged = _first_per_key(pa.concat_tables(good.values()), keys, [(k, "ascending") for k in keys])
+    # Counted only once the reads succeeded: a retry after FileNotFoundError starts from scratch.
+    c["stale_tmp_removed"] += len(stale)
+    c["files_before"] += len(parts)
+    c["rows_before"] += rows
+    if merged is not None:
+        _write_atomic(filesystem, directory, f"{COMPACTED_PREFIX}{uuid.uuid4().hex[:8]}.parquet", merged)
+        for path in parts:
+            with contextlib.suppress(FileNotFoundError):  # a concurrent compact merged and removed it first
+                filesystem.delete_file(path)
+        rows = merged.num_rows
+    c["files_after"] += min(len(parts), 1)
+    c["rows_after"] += rows
 
 
 def planned_trials(results_dir: str, sweep: str | None = None) -> tuple[pa.Table, dict[str, int]]:

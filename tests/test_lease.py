@@ -140,3 +140,44 @@ def test_keeper_reports_lost_lease(tmp_path: Path) -> None:
         assert keeper.held == set()
     assert read_lease(d, "s", "t").owner == "B"  # exiting did not touch the lease it lost
     assert read_lease(d, "s", "u") is None
+
+
+STATUS_SPEC = """
+name = "st"
+[data]
+corpus = "stdlib"
+vocab_size = 512
+[grid]
+variant = ["QKV", "Q-K=V"]
+size = ["t1"]
+tokens_per_param = [1, 2, 4]
+"""
+
+
+def test_status_counts_live_leases_as_running(tmp_path: Path) -> None:
+    """status reads the leases that exist (one listing): a live owner's lease is a running trial, a
+    dead driver's or a stale one is not, and a completed trial stays completed whatever its lease."""
+    from orchestrator.manifest import write_manifest
+    from orchestrator.spec import load_spec
+    from orchestrator.status import format_status, sweep_status
+    from records.store import write_attempt
+
+    (tmp_path / "s.toml").write_text(STATUS_SPEC)
+    sweep = load_spec(str(tmp_path / "s.toml"), fingerprint=False)
+    d = str(tmp_path / "results")
+    write_manifest(d, sweep, STATUS_SPEC)
+    done, live, dead, stale, leased_done = sweep.trials[:5]
+    for st, tokens in ((done, 1000), (leased_done, 10)):
+        row = st.failed_row(0, None, status="completed") | {"tokens": tokens, "corpus_fingerprint": "f"}
+        write_attempt(d, "st", row, [])
+    me = new_owner()
+    for st, owner in ((live, me), (dead, f"{me.split(':')[0]}:999999999:0badf00d"), (stale, me), (leased_done, me)):
+        assert acquire(d, "st", st.trial_id, owner)
+    make_stale(d, "st", stale.trial_id, age_s=3600)
+    (Path(d) / "leases" / "st" / ".junk.tmp").write_text("{")  # a lease being written: not a trial
+    status = sweep_status(d)["st"]
+    assert status["totals"] == {"completed": 2, "running": 1, "pending": 3}
+    assert status["tokens_done"] == 1010
+    assert status["tokens_left"] == sum(st.trial.train.tokens for st in sweep.trials[1:4] + sweep.trials[5:])
+    assert status["by_cell"]["baseline"]["d32l1h4f128"] == {"completed": 1, "running": 1, "pending": 1}
+    assert "st: 6 trials: 2 completed, 1 running, 3 pending" in format_status({"st": status})

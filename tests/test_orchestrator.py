@@ -334,9 +334,11 @@ def test_worker_refuses_a_corpus_other_than_the_sweeps(cache_dir, tmp_path):
 
 
 def test_two_drivers_on_one_results_dir_run_each_trial_once(cache_dir, tmp_path):
+    """Both drivers also compact as they go (--compact-over 2), while the other writes and refreshes its
+    index: one run covers the leases and compaction under a second writer (~70 s each on 2 cores)."""
     results = tmp_path / "results"
     spec = write_spec(tmp_path / "s.toml", cache_dir, name="two", multipliers=(8, 12, 16))
-    args = ["run", str(spec), "--results", str(results), "--num-cpus", "1", "--quiet"]
+    args = ["run", str(spec), "--results", str(results), "--num-cpus", "1", "--quiet", "--compact-over", "2"]
     first, second = _driver(args), _driver(args)
     outs = [d.communicate(timeout=400)[0] for d in (first, second)]
     assert first.returncode == second.returncode == 0, outs
@@ -345,6 +347,7 @@ def test_two_drivers_on_one_results_dir_run_each_trial_once(cache_dir, tmp_path)
     assert {r["status"] for r in rows} == {"completed"} and {r["attempt"] for r in rows} == {0}
     # A driver leases only what it can run now (1 slot each here), so both share the work.
     assert all(re.search(r"two: [1-6] completed", out) for out in outs), outs
+    assert len(list((results / "trials" / "sweep=two").glob("*.parquet"))) <= 3
 
 
 def test_progress_line_shows_the_running_trials_live_rate(tmp_path, capsys):

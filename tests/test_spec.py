@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import plan
 from orchestrator.plan import dry_run_table
 from orchestrator.spec import SpecError, Sweep, load_spec
 from records.schema import TRIALS_SCHEMA
@@ -294,3 +295,23 @@ def test_dry_run_table(tmp_path):
     assert repeats and len(warnings) == len(repeats) and all("repeats data" in w for w in warnings)
     unknown = dry_run_table(sweep, train_tokens=None)
     assert "warning" not in unknown and all(line.split()[-4] == "?" for line in unknown.splitlines() if ID.match(line))
+
+
+def test_dry_run_summarizes_past_the_threshold(tmp_path, monkeypatch):
+    sweep = _load(tmp_path, BASE)
+    monkeypatch.setattr(plan, "SUMMARY_OVER", len(sweep.trials) - 1)
+    monkeypatch.setattr(plan, "TOP", 2)
+    text = dry_run_table(sweep, train_tokens=100_000, slots=2)
+    rows = [line for line in text.splitlines() if ID.match(line)]
+    costliest = sorted(sweep.trials, key=lambda t: -t.flops)[:2]
+    assert [r.split()[0] for r in rows] == [t.trial_id for t in costliest]  # the TOP most expensive, in order
+    assert "--all prints every row" in text and "by variant:" in text and "by shape:" in text
+    n_baseline = sum(t.trial.model.variant == "baseline" for t in sweep.trials)
+    assert re.search(rf"\n  QKV\s+{n_baseline} trials", text)
+    repeats = sum(t.trial.train.tokens > 100_000 for t in sweep.trials)
+    warnings = [w for w in text.splitlines() if w.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {repeats} trials repeat data")
+    full = dry_run_table(sweep, train_tokens=100_000, slots=2, full=True)
+    assert len([line for line in full.splitlines() if ID.match(line)]) == len(sweep.trials)
+    total = next(line for line in full.splitlines() if line.startswith("total:"))
+    assert total in text.splitlines()

@@ -17,6 +17,7 @@ Conventions (tested against `sum(p.numel())` of the real model for every variant
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from tiedattn.attention import parse_variant, qkv_out_features
@@ -49,6 +50,7 @@ def attention_params(cfg: ModelConfig) -> int:
     return n + len(variant.spec.head_params) * cfg.n_head
 
 
+@functools.lru_cache(maxsize=4096)  # a sweep repeats each (variant, shape, seq_len) over budgets and seeds
 def account(cfg: ModelConfig, dtype: str = "bf16") -> Accounting:
     cfg.validate()
     variant = parse_variant(cfg.variant)

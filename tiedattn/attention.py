@@ -19,6 +19,7 @@ the cache holds one pre-RoPE tensor per token (rotated on use).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ _ALIASES = {f.paper.lower(): name for name, f in FAMILIES.items() if not f.group
 KNOWN = ", ".join(f"{n}{{g}}, {f.name_one}" if f.grouped else n for n, f in FAMILIES.items())
 
 
+@functools.lru_cache(maxsize=256)  # a sweep's expansion asks ~10 times per trial for a handful of names
 def parse_variant(name: str) -> Variant:
     """Canonical name or paper alias (case-insensitive: 'Q-K=V', 'GQA-4', 'Q-GQA-4') -> Variant."""
     key = name.strip().lower()
