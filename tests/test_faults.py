@@ -687,13 +687,14 @@ soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 real = runner.write_attempt
 
 def write_attempt(*args, **kw):  # the results folder fills up once the first result is in
-    real(*args, **kw)
+    name = real(*args, **kw)
     if not os.path.exists(filler):
         if mode == "tmpfs":
             fill_up(filler)
         else:
             open(filler, "w").close()
             resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    return name
 
 runner.write_attempt = write_attempt
 common = ["--checkpoint-dir", ckpt, "--num-cpus", "2", "--quiet"]
