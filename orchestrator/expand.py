@@ -24,10 +24,8 @@ from orchestrator.sweep import SweepTrial
 from records.ids import TrialIds, data_key
 from records.tuning import TUNED, tuned_lr
 from tiedattn.accounting import account, match_params
+from tiedattn.config import ModelConfig, TaskConfig, TrainConfig, Trial, task_config
 from tiedattn.data import DataConfig
-from tiedattn.model import ModelConfig
-from tiedattn.tasks import TaskConfig, task_config
-from tiedattn.train import TrainConfig, Trial
 
 # grid axis -> (TOML type, the config it sets: "model" | "train" | "data" (the task, tiedattn.tasks) |
 # None for the grid's own axes). The

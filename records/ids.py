@@ -2,7 +2,7 @@
 
 A trial's id is a readable prefix plus 8 hex digits of sha256 over the canonical JSON of everything
 that changes its result: the model, the training config without its runtime fields
-(tiedattn.train.RUNTIME_FIELDS), the token stream (the corpus fingerprint, or the data settings
+(tiedattn.config.RUNTIME_FIELDS), the token stream (the corpus fingerprint, or the data settings
 without tiedattn.data.DATA_RUNTIME_FIELDS), the budget, the role, and the id of what it depends on
 (a WSD branch's id includes its trunk's id). Trials, trunks, branches and tuning proxies all get
 their id here. `TrialIds` computes the same ids for a whole grid at once (each shared part
@@ -20,10 +20,8 @@ import dataclasses
 import hashlib
 import json
 
+from tiedattn.config import RUNTIME_FIELDS, ModelConfig, TaskConfig, TrainConfig
 from tiedattn.data import DATA_RUNTIME_FIELDS, DataConfig
-from tiedattn.model import ModelConfig
-from tiedattn.tasks import TaskConfig
-from tiedattn.train import RUNTIME_FIELDS, TrainConfig
 
 # Bump when a code change (model, init, schedule, loss, data packing, id scheme) changes results or
 # ids for the same config: every trial id changes with it, so old rows are never taken for new ones.
