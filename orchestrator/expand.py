@@ -205,7 +205,8 @@ def expand(axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict
                                      if json.dumps(x, sort_keys=True) in values}) for k, values in rule.items()]
              for rule in exclude]  # fmt: skip
     keys = itertools.product(*(range(len(axes[k])) for k in AXES))
-    keys = (key for key in keys if not any(all(key[p] in kept for p, kept in rule) for rule in rules))
+    if rules:  # a filter of 10^5 keys with no rule costs ~0.2 s
+        keys = (key for key in keys if not any(all(key[p] in kept for p, kept in rule) for rule in rules))
     return plan_branches([grid.trial(key) for key in keys], grid.ids)
 
 
