@@ -106,6 +106,7 @@ _ENCODE = json.JSONEncoder(sort_keys=True, default=str).encode
 # Values whose JSON is cached by (key, exact type, value). Exact type: 1, 1.0 and True are equal
 # dict keys but print "1", "1.0", "true". Floats equal to zero are not cached (0.0 == -0.0).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})  # keys of another type: json prints 1 and 1.0 apart
 _ROLES = {role: _ENCODE(role) for role in ("trial", "trunk", "branch", "proxy")}
 
 
@@ -129,10 +130,9 @@ class TrialIds:
         self._trains: dict[tuple[int, str], tuple[TrainConfig, str]] = {}  # (id(train), role) -> the same
         self._tasks: dict[int, tuple[TaskConfig, str]] = {}  # id(task) -> (task, the JSON of its identity())
         self._items: dict[tuple, str] = {}
-        # (id(budget), trunk?) -> (budget, a copy, its JSON): a grid passes one budget dict to every
-        # variant of a cell (~3 us of 16 per id). The copy catches a dict changed in place since, unless
-        # to an equal value of another type (1.0 for 1): nothing changes a budget in place.
-        self._budgets: dict[tuple[int, bool], tuple[dict, dict, str]] = {}
+        # (trunk?, keys, values, their exact types) -> a budget's JSON: a grid's budgets are a few
+        # per cell, shared by its variants (~3 us of ~16 per id saved)
+        self._budgets: dict[tuple, str] = {}
         self._train_keys: dict[tuple[type, str], list[str]] = {}  # the fields in a trial's id, sorted
 
     def trial(self, model: ModelConfig, train: TrainConfig, budget: dict, *, shape_id: str, role: str = "trial",
@@ -150,14 +150,20 @@ class TrialIds:
         return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
 
     def _budget(self, budget: dict, trunk: bool) -> str:
-        hit = self._budgets.get((id(budget), trunk))
-        if hit is not None and hit[0] is budget and hit[1] == budget:
-            return hit[2]
-        own = dict(budget)
-        if trunk:
-            own.pop("tokens_per_param", None)
-        text = self._object(own)
-        self._budgets[(id(budget), trunk)] = (budget, dict(budget), text)
+        values = tuple(budget.values())
+        types = tuple(map(type, values))
+        # scalars only, as in _join ((1, 2) and (1.0, 2) are equal keys that print apart), and no zero
+        # (0.0 == -0.0); the exact types keep 1, 1.0 and True apart
+        cacheable = _SCALARS.issuperset(types) and 0.0 not in values and _STR.issuperset(map(type, budget))
+        key = (trunk, tuple(budget), values, types) if cacheable else None
+        text = self._budgets.get(key) if cacheable else None
+        if text is None:
+            own = dict(budget)
+            if trunk:
+                own.pop("tokens_per_param", None)
+            text = self._object(own)
+            if cacheable:
+                self._budgets[key] = text
         return text
 
     def cell(self, shape_id: str, coordinates: dict) -> str:
