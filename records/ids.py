@@ -118,8 +118,8 @@ class TrialIds:
     ", " + "}", and each item prints the same alone as inside its object. So `data` and `fixed` are
     printed once, a model, train or task config once per object (frozen dataclasses: their text
     cannot change), and a scalar item once per (key, type, value); a trial then joins cached strings and
-    hashes ~1 KB: 16 us of CPU per id against trial_id()'s 155 us (asdict, a new encoder, sorting)
-    on a 10^4-trial grid (bench/many_trials.py, side by side). tests/test_records.py pins ids and
+    hashes ~1 KB: ~15 us of CPU per id against trial_id()'s 120-170 us (asdict, a new encoder,
+    sorting) on a 10^4-trial grid (bench/many_trials.py, side by side, load 7-8). tests/test_records.py pins ids and
     compares both on random configs.
     """
 
