@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import subprocess
@@ -97,6 +98,8 @@ def run_cmd(args: argparse.Namespace) -> int:
         print('      untuned lr = "tuned" stands for the default rate\n')
         _print_lines(dry_run_lines(sweep, None, full=args.all or None))
         return 0
+    # The sweep lives until exit: collections need not scan its trials again (~0.3 s of a 10^5-trial dry run).
+    gc.freeze()
     if args.dry_run:
         _print_lines(dry_run_lines(sweep, _train_tokens(sweep), full=args.all or None))
         return 0

@@ -10,9 +10,8 @@ import dataclasses
 from orchestrator.sweep import Sweep, SweepTrial
 from records.layout import manifest_path
 from records.manifest import ManifestError, read_manifest_doc, sweeps_in, write_manifest_doc
+from tiedattn.config import ModelConfig, TrainConfig, Trial
 from tiedattn.data import DataConfig
-from tiedattn.model import ModelConfig
-from tiedattn.train import TrainConfig, Trial
 
 __all__ = ["read_manifest", "sweeps_in", "write_manifest"]
 
@@ -41,7 +40,12 @@ def read_manifest(results_dir: str, sweep: str) -> tuple[dict, list[SweepTrial]]
         try:
             trials.append(_trial(d))
         except (KeyError, TypeError) as e:
-            path = manifest_path(results_dir, sweep)[2]
-            raise ManifestError(f"{path}: trials[{i}] does not match this tiedsweep's configs ({type(e).__name__}: "
-                                f"{e}); run the sweep's spec again to rewrite it") from None  # fmt: skip
+            raise mismatch(results_dir, sweep, i, e) from None
     return {k: v for k, v in doc.items() if k != "trials"}, trials
+
+
+def mismatch(results_dir: str, sweep: str, i: int, e: Exception) -> ManifestError:
+    """The one-line error for a manifest trial that lacks (or mistypes) what this version reads."""
+    path = manifest_path(results_dir, sweep)[2]
+    return ManifestError(f"{path}: trials[{i}] does not match this tiedsweep's configs ({type(e).__name__}: "
+                         f"{e}); run the sweep's spec again to rewrite it")  # fmt: skip

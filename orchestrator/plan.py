@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from orchestrator.sweep import Sweep
 from tiedattn.accounting import account
-from tiedattn.attention import parse_variant
+from tiedattn.variants import parse_variant
 
 
 def _si(x: float) -> str:

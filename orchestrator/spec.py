@@ -29,11 +29,9 @@ from orchestrator.ladder import LADDER
 from orchestrator.sweep import CPU_FLOPS_PER_S, GPU_FLOPS_PER_S, Sweep, SweepTrial, TuneConfig
 from records.layout import check_name
 from records.tuning import TUNED, TunedFileError, read_tuned
-from tiedattn.attention import parse_variant
+from tiedattn.config import SPEC_SKIP, TASKS, ModelConfig, TaskConfig, TrainConfig, task_config
 from tiedattn.data import DataConfig, DataError, corpus_errors, corpus_fingerprint
-from tiedattn.model import ModelConfig
-from tiedattn.tasks import SPEC_SKIP, TASKS, TaskConfig, task_config
-from tiedattn.train import TrainConfig
+from tiedattn.variants import parse_variant
 
 _TOML = {int: int, float: float, str: str, bool: bool, tuple: list}
 # ~50x the most over-trained open models (Llama 3 8B: ~1,900 tokens per parameter): past it, a typo

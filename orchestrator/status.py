@@ -6,7 +6,7 @@ import time
 from collections import Counter, defaultdict
 
 from orchestrator.lease import leases_supported, owner_alive, read_leases
-from orchestrator.manifest import sweeps_in
+from orchestrator.manifest import mismatch, sweeps_in
 from records.manifest import read_manifest_doc
 from records.store import read_trials
 from records.tuning import tuned_sweeps
@@ -48,19 +48,24 @@ def sweep_status(results_dir: str, sweep: str | None = None) -> dict:
         by_cell: dict = defaultdict(lambda: defaultdict(Counter))
         totals: Counter = Counter()
         tokens_done = tokens_left = flops_left = 0.0
-        for st in trials:
-            row = rows.get(st["trial_id"])
+        for i, st in enumerate(trials):
+            try:
+                row = rows.get(st["trial_id"])
+                cell = by_cell[st["trial"]["model"]["variant"]][st["shape_id"]]
+                tokens, flops = st["trial"]["train"]["tokens"], st["flops"]
+            except (KeyError, TypeError) as e:  # a damaged manifest, as read_manifest reports it
+                raise mismatch(results_dir, name, i, e) from None
             state = row["status"] if row else "pending"
             lease = leases.get(st["trial_id"]) if state != "completed" else None
             if lease is not None and now - lease.heartbeat < LEASE_TTL_S and owner_alive(lease.owner):
                 state = "running"  # a dead driver's lease is not a running trial
-            by_cell[st["trial"]["model"]["variant"]][st["shape_id"]][state] += 1
+            cell[state] += 1
             totals[state] += 1
             if state == "completed":
                 tokens_done += row["tokens"] or 0
             else:
-                tokens_left += st["trial"]["train"]["tokens"]
-                flops_left += st["flops"]
+                tokens_left += tokens
+                flops_left += flops
         # Rows of trials an earlier spec of this sweep planned: a new manifest never hides them.
         planned = {st["trial_id"] for st in trials}
         earlier = Counter(r["status"] for r in table if r["trial_id"] not in planned)

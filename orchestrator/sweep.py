@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from records.layout import TRUNK_SCHEDULE
 from records.schema import config_row
+from tiedattn.config import Trial
 from tiedattn.data import DataConfig
-from tiedattn.train import Trial
 
 CPU_FLOPS_PER_S = 3e10  # per 1-thread CPU trial: the demo sweep did 1.22e13 FLOPs in ~190 s on 2 slots
 GPU_FLOPS_PER_S = 4e14  # per GPU: ~40% MFU of an H100 in bf16

@@ -45,7 +45,7 @@ from records.ids import data_key, trial_id
 from records.layout import is_local, log_path, tuning_dir
 from records.tuning import LR_FILE, journal_path
 from tiedattn.accounting import training_flops
-from tiedattn.train import total_steps
+from tiedattn.config import total_steps
 
 WARMUP_RANGE = (0.01, 0.2)  # warmup_frac, when [tune] warmup = true
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

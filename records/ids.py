@@ -2,7 +2,7 @@
 
 A trial's id is a readable prefix plus 8 hex digits of sha256 over the canonical JSON of everything
 that changes its result: the model, the training config without its runtime fields
-(tiedattn.train.RUNTIME_FIELDS), the token stream (the corpus fingerprint, or the data settings
+(tiedattn.config.RUNTIME_FIELDS), the token stream (the corpus fingerprint, or the data settings
 without tiedattn.data.DATA_RUNTIME_FIELDS), the budget, the role, and the id of what it depends on
 (a WSD branch's id includes its trunk's id). Trials, trunks, branches and tuning proxies all get
 their id here. `TrialIds` computes the same ids for a whole grid at once (each shared part
@@ -20,10 +20,8 @@ import dataclasses
 import hashlib
 import json
 
+from tiedattn.config import RUNTIME_FIELDS, ModelConfig, TaskConfig, TrainConfig
 from tiedattn.data import DATA_RUNTIME_FIELDS, DataConfig
-from tiedattn.model import ModelConfig
-from tiedattn.tasks import TaskConfig
-from tiedattn.train import RUNTIME_FIELDS, TrainConfig
 
 # Bump when a code change (model, init, schedule, loss, data packing, id scheme) changes results or
 # ids for the same config: every trial id changes with it, so old rows are never taken for new ones.
@@ -108,6 +106,7 @@ _ENCODE = json.JSONEncoder(sort_keys=True, default=str).encode
 # Values whose JSON is cached by (key, exact type, value). Exact type: 1, 1.0 and True are equal
 # dict keys but print "1", "1.0", "true". Floats equal to zero are not cached (0.0 == -0.0).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})  # keys of another type: json prints 1 and 1.0 apart
 _ROLES = {role: _ENCODE(role) for role in ("trial", "trunk", "branch", "proxy")}
 
 
@@ -119,8 +118,8 @@ class TrialIds:
     ", " + "}", and each item prints the same alone as inside its object. So `data` and `fixed` are
     printed once, a model, train or task config once per object (frozen dataclasses: their text
     cannot change), and a scalar item once per (key, type, value); a trial then joins cached strings and
-    hashes ~1 KB: 16 us of CPU per id against trial_id()'s 155 us (asdict, a new encoder, sorting)
-    on a 10^4-trial grid (bench/many_trials.py, side by side). tests/test_records.py pins ids and
+    hashes ~1 KB: ~15 us of CPU per id against trial_id()'s 120-170 us (asdict, a new encoder,
+    sorting) on a 10^4-trial grid (bench/many_trials.py, side by side, load 7-8). tests/test_records.py pins ids and
     compares both on random configs.
     """
 
@@ -131,15 +130,15 @@ class TrialIds:
         self._trains: dict[tuple[int, str], tuple[TrainConfig, str]] = {}  # (id(train), role) -> the same
         self._tasks: dict[int, tuple[TaskConfig, str]] = {}  # id(task) -> (task, the JSON of its identity())
         self._items: dict[tuple, str] = {}
+        # (trunk?, keys, values, their exact types) -> a budget's JSON: a grid's budgets are a few
+        # per cell, shared by its variants (~3 us of ~16 per id saved)
+        self._budgets: dict[tuple, str] = {}
         self._train_keys: dict[tuple[type, str], list[str]] = {}  # the fields in a trial's id, sorted
 
     def trial(self, model: ModelConfig, train: TrainConfig, budget: dict, *, shape_id: str, role: str = "trial",
               depends_on: str | None = None, task: TaskConfig | None = None) -> str:  # fmt: skip
         """trial_id(model, train, data, budget, shape_id=..., role=..., depends_on=..., task=...) with this `data`."""
-        budget = dict(budget)
-        if role == "trunk":
-            budget.pop("tokens_per_param", None)
-        parts = ['{"budget": ', self._object(budget), ', "data": ', self._data]
+        parts = ['{"budget": ', self._budget(budget, role == "trunk"), ', "data": ', self._data]
         if depends_on:
             parts += [', "depends_on": ', _ENCODE(depends_on)]
         role_text = _ROLES[role] if role in _ROLES else _ENCODE(role)
@@ -149,6 +148,23 @@ class TrialIds:
         parts += [', "train": ', self._train(train, role), "}"]
         digest = hashlib.sha256("".join(parts).encode()).hexdigest()[:8]
         return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
+
+    def _budget(self, budget: dict, trunk: bool) -> str:
+        values = tuple(budget.values())
+        types = tuple(map(type, values))
+        # scalars only, as in _join ((1, 2) and (1.0, 2) are equal keys that print apart), and no zero
+        # (0.0 == -0.0); the exact types keep 1, 1.0 and True apart
+        cacheable = _SCALARS.issuperset(types) and 0.0 not in values and _STR.issuperset(map(type, budget))
+        key = (trunk, tuple(budget), values, types) if cacheable else None
+        text = self._budgets.get(key) if cacheable else None
+        if text is None:
+            own = dict(budget)
+            if trunk:
+                own.pop("tokens_per_param", None)
+            text = self._object(own)
+            if cacheable:
+                self._budgets[key] = text
+        return text
 
     def cell(self, shape_id: str, coordinates: dict) -> str:
         """cell_id(shape_id, coordinates, fixed) with this `fixed`."""

@@ -1,7 +1,7 @@
 """The Parquet schemas of trials and evals, and a trial's config row.
 
 The config columns are derived from the config dataclasses (`dataclasses.fields()`), less the
-fields declared runtime-only beside them (tiedattn.train.RUNTIME_FIELDS): a field added to
+fields declared runtime-only beside them (tiedattn.config.RUNTIME_FIELDS): a field added to
 ModelConfig or TrainConfig becomes a column without an edit here. Config columns are known before a
 trial starts, so even a failure row has all of them; accounting and outcome columns may be null.
 New columns must be nullable, so files written under older schema versions still read (the
@@ -16,12 +16,10 @@ import typing
 
 import pyarrow as pa
 
-from tiedattn.attention import parse_variant
+from tiedattn.config import COLUMNS as TASK_RENAME
+from tiedattn.config import N_BUCKETS, RUNTIME_FIELDS, ModelConfig, TaskConfig, TrainConfig, task_row
 from tiedattn.data import DataConfig
-from tiedattn.model import ModelConfig
-from tiedattn.tasks import COLUMNS as TASK_RENAME
-from tiedattn.tasks import N_BUCKETS, TaskConfig, task_row
-from tiedattn.train import RUNTIME_FIELDS, TrainConfig
+from tiedattn.variants import parse_variant
 
 SCHEMA_VERSION = 2  # 2: cell_id, shape_id, variant_paper and every config field as columns
 _META = {"tiedsweep.schema_version": str(SCHEMA_VERSION)}
@@ -80,7 +78,7 @@ def _fields(cls: type, skip: tuple[str, ...], rename: dict[str, str] | None = No
 
 MODEL_COLUMNS = [f.name for f in _fields(ModelConfig, _MODEL_SKIP)]
 TRAIN_COLUMNS = [f.name for f in _fields(TrainConfig, _TRAIN_SKIP)]
-# The task's columns (tiedattn.tasks.TaskConfig, name -> task, vocab_size -> task_vocab_size): all
+# The task's columns (tiedattn.config.TaskConfig, name -> task, vocab_size -> task_vocab_size): all
 # nullable; a text trial has task "lm" and the others null.
 TASK_COLUMNS = [f.name for f in _fields(TaskConfig, (), TASK_RENAME)]
 

@@ -1,10 +1,12 @@
 """The one-way flow, checked on the source: no import circle among the project's modules (imports
 inside functions count; `if TYPE_CHECKING:` blocks do not), ray only in orchestrator/raybackend/,
-and the packages import in the declared direction."""
+the packages import in the declared direction, and planning a sweep imports no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +109,18 @@ def test_packages_import_in_one_direction():
 
 def test_the_check_sees_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_planning_commands_do_not_import_torch(tmp_path):
+    """`run --dry-run` and `status` read configs, ids and Parquet only: importing torch would add
+    ~2.5 s of CPU to each (tiedattn/config.py and variants.py exist for this)."""
+    code = (
+        "import sys\n"
+        "from tiedsweep.cli import main\n"
+        f"main(['run', 'sweeps/demo.toml', '--dry-run', '--results', {str(tmp_path)!r}])\n"
+        f"main(['status', {str(tmp_path)!r}])\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]", out.stdout.splitlines()[-1][:300]

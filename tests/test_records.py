@@ -258,3 +258,20 @@ def test_trial_ids_match_trial_id_on_random_configs():
             coordinates = {"size": {"d_model": rng.choice(_TRICKY)}, "seed": rng.choice(_TRICKY),
                            "tokens_per_param": rng.choice(_NUMBERS)}  # fmt: skip
             assert ids.cell("s", coordinates) == cell_id("s", coordinates, fixed)
+
+
+def test_trial_ids_keep_apart_budgets_that_compare_equal():
+    """TrialIds caches a budget's JSON: budgets equal as Python values but printed apart by JSON
+    (1 and 1.0 and True, 0.0 and -0.0, (1, 2) and (1.0, 2), keys 1 and 1.0) each get their own id."""
+    m, t = ModelConfig(), TrainConfig(tokens=1000)
+    budgets = [
+        {"tokens_per_param": x, "match": y} for x in (1, 1.0, True, 0.0, -0.0) for y in ("none", (1, 2), (1.0, 2))
+    ]
+    budgets += [{1: "a"}, {1.0: "a"}, {True: "a"}]
+    ids = TrialIds({"fingerprint": "abc"})
+    for _ in range(2):  # the second pass reads the cache
+        for b in budgets:
+            for role in ("trial", "trunk"):
+                assert ids.trial(m, t, b, shape_id="s", role=role) == trial_id(
+                    m, t, {"fingerprint": "abc"}, b, shape_id="s", role=role
+                ), b

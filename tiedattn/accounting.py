@@ -20,8 +20,8 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from tiedattn.attention import parse_variant, qkv_out_features
-from tiedattn.model import ModelConfig
+from tiedattn.config import ModelConfig
+from tiedattn.variants import parse_variant, qkv_out_features
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 

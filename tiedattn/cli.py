@@ -11,10 +11,9 @@ import sys
 import time
 
 from tiedattn.accounting import account
-from tiedattn.attention import parse_variant
+from tiedattn.config import TASKS, TRAIN_DEFAULTS, ConfigError, ModelConfig, TaskConfig
 from tiedattn.data import DataConfig, DataError
-from tiedattn.model import ConfigError, ModelConfig
-from tiedattn.tasks import TASKS, TRAIN_DEFAULTS, TaskConfig
+from tiedattn.variants import parse_variant
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -26,12 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    import torch
 
 EOT = "<|endoftext|>"
 _KINDS = {".txt": "text", ".md": "text", ".rst": "text", ".py": "text"}
@@ -632,6 +635,8 @@ class Batches:
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y), each (B, T) int64 on CPU."""
+        import torch  # here, not at the top: the orchestrator reads DataConfig without importing torch
+
         epoch, pos = np.divmod(step * self.batch_size + np.arange(self.batch_size), self.n_windows)
         window = np.empty(self.batch_size, np.int64)
         for e in np.unique(epoch):
@@ -650,6 +655,8 @@ def val_batches(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed evaluation set: the first max_tokens targets of the val stream (or all of it), in
     windows as in Batches, in stream order. The last batch may hold fewer rows."""
+    import torch  # as in Batches.get
+
     n = (min(len(tokens), max_tokens + 1) - 1) // seq_len
     if n == 0:
         raise DataError(

@@ -26,112 +26,43 @@ definitions, chosen so that each needs attention to a position other than the on
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, fields
-
 import numpy as np
 import torch
 
-LIST_TASKS = ("copy", "reverse", "sort", "swap", "sub")
-TASKS = ("mqar", *LIST_TASKS)
+from tiedattn.config import (
+    COLUMNS,
+    LIST_TASKS,
+    N_BUCKETS,
+    SPEC_SKIP,
+    TASKS,
+    TRAIN_DEFAULTS,
+    TaskConfig,
+    task_config,
+    task_row,
+)
+
+# TaskConfig and its names live in config.py (torch-free, for the orchestrator); imported from here before.
+__all__ = [
+    "COLUMNS",
+    "IGNORE",
+    "LIST_TASKS",
+    "N_BUCKETS",
+    "SPEC_SKIP",
+    "TASKS",
+    "TRAIN_DEFAULTS",
+    "TaskBatches",
+    "TaskConfig",
+    "examples",
+    "lists",
+    "mqar",
+    "position_buckets",
+    "task_config",
+    "task_row",
+    "val_set",
+]
+
 IGNORE = -100  # F.cross_entropy's default ignore_index: no loss, no accuracy
-N_BUCKETS = 4  # MQAR accuracy per quarter of the query region (positions 2n .. T-1)
 _VAL_SALT = 0x5EED  # the held-out set's stream: never a (seed, step) stream of training
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str = "mqar"  # one of TASKS ("lm", text, is the absence of a task: Trial.task = None)
-    vocab_size: int = 128  # task tokens; the model's vocab must be >= this. 128 > seq_len 64 (zoology's rule)
-    num_kv_pairs: int = 8  # mqar: pairs per sequence; needs seq_len >= 4 x num_kv_pairs
-    query_dist: str = "power"  # mqar: "power" (zoology, p(g) ~ g^(a-1)) or "uniform" over query slots
-    power_a: float = 0.01  # mqar: zoology's default exponent
-    list_len: int = 16  # list tasks: L; a sequence is 2L tokens of input (x, SEP, y without its last token)
-    n_val: int = 1024  # held-out examples, fixed per (task, seq_len)
-
-    def errors(self, seq_len: int, model_vocab: int) -> list[str]:
-        """Every reason this task cannot run at seq_len with a model of model_vocab tokens."""
-        errs = []
-        if self.name not in TASKS:
-            errs.append(f"task: must be 'lm' or one of {', '.join(TASKS)}, got '{self.name}'")
-            return errs
-        if self.vocab_size > model_vocab:
-            errs.append(f"vocab_size: the model's {model_vocab} is smaller than the task's {self.vocab_size}")
-        if self.n_val < 1:
-            errs.append(f"n_val: must be >= 1, got {self.n_val}")
-        if self.name == "mqar":
-            n = self.num_kv_pairs
-            if n < 1:
-                errs.append(f"num_kv_pairs: must be >= 1, got {n}")
-            if seq_len < 4 * n or seq_len % 2:
-                errs.append(f"seq_len: mqar needs an even seq_len >= 4 x num_kv_pairs = {4 * n}, got {seq_len}")
-            if self.vocab_size // 2 - 1 < n:
-                errs.append(f"vocab_size: {self.vocab_size} has {self.vocab_size // 2 - 1} keys, fewer than {n} pairs")
-            if self.query_dist not in ("power", "uniform"):
-                errs.append(f"query_dist: must be 'power' or 'uniform', got '{self.query_dist}'")
-        else:
-            if self.list_len < 2:
-                errs.append(f"list_len: must be >= 2, got {self.list_len}")
-            if seq_len != 2 * self.list_len:
-                errs.append(f"seq_len: a list task of list_len {self.list_len} needs seq_len {2 * self.list_len}")
-            if self.vocab_size < 3:
-                errs.append(f"vocab_size: a list task needs >= 3 (2 values + SEP), got {self.vocab_size}")
-        return errs
-
-    @property
-    def tag(self) -> str:
-        """Short name for trial ids: mqar-kv8, sort-l16."""
-        return f"mqar-kv{self.num_kv_pairs}" if self.name == "mqar" else f"{self.name}-l{self.list_len}"
-
-    @property
-    def fingerprint(self) -> str:
-        """Names the data stream as a corpus fingerprint does: equal means the same examples."""
-        return "task-" + hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def row(self) -> dict:
-        """The task's columns of a results row (records.schema derives their types from these fields,
-        renamed by COLUMNS): its name and the options it reads (others null); corpus and
-        corpus_fingerprint name the task, since it has no text."""
-        read = self.identity()
-        cols = {COLUMNS.get(f.name, f.name): read.get(f.name) for f in fields(self)}
-        return {"corpus": f"task:{self.name}", "corpus_fingerprint": self.fingerprint, **cols}
-
-    def identity(self) -> dict:
-        """What changes a result (for trial ids): the options this task reads."""
-        d = asdict(self)
-        drop = ("list_len",) if self.name == "mqar" else ("num_kv_pairs", "query_dist", "power_a")
-        return {k: v for k, v in d.items() if k not in drop}
-
-
-# TaskConfig field -> results column (records.schema), where the field's own name would collide
-# with a text column; the other fields are columns of their own name.
-COLUMNS = {"name": "task", "vocab_size": "task_vocab_size"}
-# Fields a sweep spec's [data] table does not take as task options: `task` names the task and
-# [data] vocab_size is the task's vocab when a task is set (orchestrator/spec.py).
-SPEC_SKIP = ("name", "vocab_size")
-
-
-def task_row(task: TaskConfig | None) -> dict:
-    """A results row's task columns: TaskConfig.row(), or task "lm" (text: corpus unchanged, options null)."""
-    return task.row() if task is not None else {"task": "lm"}
-
-
-def task_config(table: dict, num_kv_pairs: int | None = None) -> TaskConfig | None:
-    """A spec's [data] table (and a grid num_kv_pairs) -> TaskConfig; None for task = "lm" (text)."""
-    name = table.get("task", "lm")
-    if name == "lm":
-        return None
-    options = {f.name for f in fields(TaskConfig)} - set(SPEC_SKIP)
-    kw = {k: v for k, v in table.items() if k in options}
-    kw |= {"vocab_size": table["vocab_size"]} if "vocab_size" in table else {}
-    kw |= {"num_kv_pairs": num_kv_pairs} if num_kv_pairs is not None else {}
-    return TaskConfig(name=name, **kw)
-
-
-# Sensible defaults for `tiedsweep train --task` without --tokens/--lr/--batch-size. Measured on 2
-# cores (README): QKV d=64 L=2 H=4, 8 pairs, seq_len 64 passes 0.99 held-out accuracy well inside this.
-TRAIN_DEFAULTS = {"steps": 3000, "batch_size": 64, "lr": 3e-3}
 
 
 def mqar(cfg: TaskConfig, seq_len: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

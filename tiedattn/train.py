@@ -23,7 +23,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,81 +31,26 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from tiedattn.accounting import account, peak_flops
-from tiedattn.attention import parse_variant
-from tiedattn.data import Batches, DataConfig, TokenData, prepare_data, val_batches
-from tiedattn.model import GPT, ConfigError, ModelConfig
+from tiedattn.config import MAX_BATCH, RUNTIME_FIELDS, ConfigError, TrainConfig, Trial, task_row, total_steps
+from tiedattn.data import Batches, TokenData, prepare_data, val_batches
+from tiedattn.model import GPT
 from tiedattn.probes import induction, induction_set, linear_v_coefficients, measure
-from tiedattn.tasks import TaskBatches, TaskConfig, position_buckets, task_row, val_set
+from tiedattn.tasks import TaskBatches, position_buckets, val_set
+from tiedattn.variants import parse_variant
 
-MAX_BATCH = 1 << 20  # sequences per step: 8x the ~128k of the largest published runs (4k x 32k-token)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    tokens: int  # training budget D; rounded up to whole steps of batch_size * seq_len
-    batch_size: int = 16  # sequences per step
-    seq_len: int | None = None  # None -> model.seq_len
-    lr: float = 3e-3
-    schedule: str = "cosine"  # "cosine" (to min_lr_frac of peak) or "wsd" (warmup-stable-decay)
-    warmup_frac: float = 0.05  # of the budget, unless warmup_tokens is given
-    warmup_tokens: int | None = None  # absolute warmup: WSD branches of different budgets share it
-    min_lr_frac: float = 0.1  # cosine floor, and where a WSD cooldown ends with shape "linear"
-    cooldown_frac: float = 0.2  # wsd: last 20% of steps decay (Hägele et al. 2024)
-    cooldown_shape: str = "1-sqrt"  # wsd: "linear" or "1-sqrt"
-    weight_decay: float = 0.1  # matrices only; biases, norms and per-head scalars are not decayed
-    grad_clip: float = 1.0
-    n_evals: int = 8  # validation evals, log-spaced from ~1% of the budget to the end
-    eval_tokens: int = 32_768  # validation tokens per eval (a fixed set)
-    checkpoint_every_s: float = 300.0  # also at every eval and when stopped
-    save_at_steps: tuple[int, ...] = ()  # WSD trunk: keep a named checkpoint after these steps
-    seed: int = 0  # init and batch order
-    device: str = "auto"  # "auto" -> cuda if available else cpu
-    compile: bool | None = None  # torch.compile; None: when it pays (compile_pays), decided after a few steps
-    threads: int | None = None  # torch threads; None keeps torch's default (Ray sets OMP per task)
-    peak_tflops: float | None = None  # per device, for mfu; None: accounting.PEAK_TFLOPS_BF16 by device name
-
-    def errors(self) -> list[str]:
-        # inf and nan pass `lr > 0`-style checks one way or the other; a non-finite number gets one line
-        floats = ("lr", "warmup_frac", "min_lr_frac", "cooldown_frac", "weight_decay", "grad_clip")
-        infinite = [f"{name}: must be a finite number, got {getattr(self, name)}" for name in floats
-                    if not math.isfinite(getattr(self, name))]  # fmt: skip
-        if infinite:
-            return infinite + [e for e in self._errors() if e.split(":")[0] not in floats]
-        return self._errors()
-
-    def _errors(self) -> list[str]:
-        errs = []
-        if self.tokens <= 0:
-            errs.append(f"tokens: must be > 0, got {self.tokens}")
-        if self.batch_size < 1:
-            errs.append(f"batch_size: must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            errs.append(f"lr: must be > 0, got {self.lr}")
-        if self.schedule not in ("cosine", "wsd"):
-            errs.append(f"schedule: must be 'cosine' or 'wsd', got '{self.schedule}'")
-        if self.cooldown_shape not in ("linear", "1-sqrt"):
-            errs.append(f"cooldown_shape: must be 'linear' or '1-sqrt', got '{self.cooldown_shape}'")
-        if not 0 <= self.cooldown_frac <= 1:
-            errs.append(f"cooldown_frac: must be in [0, 1], got {self.cooldown_frac}")
-        if not 0 <= self.warmup_frac < 1:
-            errs.append(f"warmup_frac: must be in [0, 1), got {self.warmup_frac}")
-        for name, ok, rule in (  # each would fail (or silently misbehave) mid-run
-            ("min_lr_frac", 0 <= self.min_lr_frac <= 1, "in [0, 1]"),
-            ("grad_clip", self.grad_clip > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("n_evals", self.n_evals >= 1, ">= 1"),
-            ("batch_size", self.batch_size <= MAX_BATCH, f"<= {MAX_BATCH:,} sequences (a typo?)"),
-            ("eval_tokens", self.eval_tokens >= 1, ">= 1"),
-            ("warmup_tokens", self.warmup_tokens is None or self.warmup_tokens >= 0, ">= 0"),
-        ):
-            if not ok:
-                errs.append(f"{name}: must be {rule}, got {getattr(self, name)}")
-        return errs
-
-
-# Fields that never change a result (left out of trial ids and of the results columns); `tokens` is
-# the budget, set by the orchestrator from tokens_per_param, and written as an outcome column.
-RUNTIME_FIELDS = ("checkpoint_every_s", "save_at_steps", "device", "compile", "threads", "peak_tflops")
+# The configs live in config.py (torch-free, for the orchestrator); imported from here before.
+__all__ = [
+    "MAX_BATCH",
+    "RUNTIME_FIELDS",
+    "TrainConfig",
+    "Trial",
+    "TrialResult",
+    "check",
+    "eval_steps",
+    "lr_at",
+    "total_steps",
+    "train",
+]
 
 # torch.compile: (one-off compile seconds, steady speedup). CPU measured here: d=64 L=2 trains 1.46x
 # faster after ~40 s of compiling on 2 busy cores; CUDA: a conservative guess until bench/gpu_check.py
@@ -124,16 +69,6 @@ def compile_pays(eager_s_left: float, cuda: bool) -> bool:
     more than ~4 min of eager training remain."""
     compile_s, speedup = _COMPILE_COST["cuda" if cuda else "cpu"]
     return eager_s_left * (1 - 1 / speedup) > 2 * compile_s
-
-
-@dataclass(frozen=True)
-class Trial:
-    model: ModelConfig
-    train: TrainConfig
-    data: DataConfig = field(default_factory=DataConfig)
-    workdir: str | None = None  # checkpoints live here; None = no checkpoints
-    init_from: str | None = None  # WSD branch: start from this trunk checkpoint (model, optimizer, step)
-    task: TaskConfig | None = None  # a synthetic task (tiedattn/tasks.py) instead of `data`'s text; None = LM
 
 
 @dataclass
@@ -166,10 +101,6 @@ def check(trial: Trial, data: TokenData | None = None) -> None:
         errs.append(f"vocab_size: {trial.model.vocab_size} is smaller than the tokenizer's {data.vocab_size}")
     if errs:
         raise ConfigError("; ".join(errs))
-
-
-def total_steps(cfg: TrainConfig, seq_len: int) -> int:
-    return max(1, math.ceil(cfg.tokens / (cfg.batch_size * seq_len)))
 
 
 def lr_at(step: int, steps: int, cfg: TrainConfig, seq_len: int) -> float:
