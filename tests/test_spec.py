@@ -36,6 +36,13 @@ def _load(tmp_path: Path, text: str, name: str = "spec.toml", **kw) -> Sweep:
     return load_spec(str(path), **kw)
 
 
+def _each_once(errors: list[str], path, expected: list[str]) -> None:
+    """Every expected error (a prefix after the file name) is reported exactly once, and nothing else."""
+    for want in expected:
+        assert sum(line.startswith(f"{path}: {want}") for line in errors) == 1, (want, errors)
+    assert len(errors) == len(expected), "\n".join(errors)
+
+
 def _errors(tmp_path: Path, text: str) -> list[str]:
     with pytest.raises(SpecError) as info:
         _load(tmp_path, text)
@@ -222,9 +229,7 @@ schedule = ["cosine", "step"]
         "grid.seed: empty",
         "grid.schedule[1]: must be 'cosine', 'wsd' or 'wsd-branches', got 'step'",
     ]
-    for want in expected:
-        assert sum(line.startswith(f"{path}: {want}") for line in errors) == 1, (want, errors)
-    assert len(errors) == len(expected), "\n".join(errors)
+    _each_once(errors, path, expected)
 
 
 def test_file_checks_bounds_and_non_finite_numbers_all_at_once(tmp_path):
@@ -266,9 +271,7 @@ seq_len = [16_000_000]
         "grid.tokens_per_param[1]: must be <= 100000",
         "grid.seq_len[0]: must be <= 1,048,576",
     ]
-    for want in expected:
-        assert sum(line.startswith(f"{path}: {want}") for line in errors) == 1, (want, errors)
-    assert len(errors) == len(expected), "\n".join(errors)
+    _each_once(errors, path, expected)
 
 
 def test_unreadable_and_invalid_files(tmp_path):
