@@ -28,6 +28,9 @@ from tiedattn.data import DATA_RUNTIME_FIELDS, DataConfig
 # 2: shape labels carry d_ff (d32l1h4f128), a branch's id includes its trunk's id, and a trunk's id no
 #    longer changes with data.cache_dir. Results of version 1 are refused (records.manifest).
 RESULTS_VERSION = 2
+# ModelConfig fields added after results version 2, at the value every earlier trial had: a field
+# joins a trial's id only where it differs from this, so the ids of trials that do not use it stand.
+ID_DEFAULTS = {"init": "gpt2"}
 
 
 def content_hash(payload: dict) -> str:
@@ -41,6 +44,11 @@ def data_key(data: DataConfig, fingerprint: str | None) -> dict:
     if fingerprint:
         return {"fingerprint": fingerprint}
     return {k: v for k, v in dataclasses.asdict(data).items() if k not in DATA_RUNTIME_FIELDS}
+
+
+def model_key(model: ModelConfig) -> dict:
+    """The model's part of a trial id: its fields, less those at their ID_DEFAULTS value."""
+    return {k: v for k, v in dataclasses.asdict(model).items() if k not in ID_DEFAULTS or v != ID_DEFAULTS[k]}
 
 
 def _tpp(tokens_per_param: float) -> str:
@@ -66,7 +74,8 @@ def trial_id(
     its branches' id of it (role "trunk" on a branch's own config) is the trunk's id.
     task: a synthetic task (tiedattn.tasks) instead of the text: the options it reads join the hash
     and its tag (mqar-kv8, sort-l16) leads the id. A text trial's payload has no task key, so its id
-    is what it was before tasks existed (RESULTS_VERSION unchanged).
+    is what it was before tasks existed (RESULTS_VERSION unchanged); likewise a model field added
+    since (ID_DEFAULTS) joins the hash only where it differs from what trials had before.
     """
     train_d = {k: v for k, v in dataclasses.asdict(train).items() if k not in RUNTIME_FIELDS}
     budget = dict(budget)
@@ -75,7 +84,7 @@ def trial_id(
         budget.pop("tokens_per_param", None)
     if role == "proxy":
         train_d.pop("lr")
-    payload = {"model": dataclasses.asdict(model), "train": train_d, "data": data, "budget": budget, "role": role}
+    payload = {"model": model_key(model), "train": train_d, "data": data, "budget": budget, "role": role}
     payload |= {"task": task.identity()} if task is not None else {}
     digest = content_hash(payload | ({"depends_on": depends_on} if depends_on else {}))
     return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
@@ -203,7 +212,7 @@ class TrialIds:
     def _model(self, model: ModelConfig) -> str:
         hit = self._models.get(id(model))
         if hit is None or hit[0] is not model:
-            hit = self._models[id(model)] = (model, _ENCODE(dataclasses.asdict(model)))
+            hit = self._models[id(model)] = (model, _ENCODE(model_key(model)))
         return hit[1]
 
     def _task(self, task: TaskConfig) -> str:

@@ -39,6 +39,7 @@ _DOCS = {
     "d_ff": "MLP width, resolved (4 d_model when not given)",
     "pos": "position encoding",
     "tie_embeddings": "input embedding shared with the output head",
+    "init": "weight init: gpt2 (N(0, 0.02)) or pytorch (each module's default); null before it existed",
     "batch_size": "sequences per optimizer step",
     "seq_len": "training context length",
     "lr": "peak learning rate",

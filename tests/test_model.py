@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import pytest
 import torch
@@ -164,6 +165,7 @@ def test_q_equals_k_score_symmetry_learned_vs_rope():
         ({"variant": "nope"}, r"variant: unknown 'nope'"),
         ({"pos": "alibi"}, r"pos: must be 'rope' or 'learned'"),
         ({"d_model": 0}, r"d_model: must be >= 1"),
+        ({"init": "xavier"}, r"init: must be 'gpt2' or 'pytorch'"),
     ],
 )
 def test_bad_model_configs(change, message):
@@ -175,3 +177,11 @@ def test_gpt2_init():
     model = GPT(dataclasses.replace(SMALL, n_layer=8))
     assert abs(model.wte.weight.std().item() - 0.02) < 0.003
     assert abs(model.blocks[0].attn.proj.weight.std().item() - 0.02 / 4) < 0.001  # 0.02 / sqrt(2 * 8)
+
+
+def test_pytorch_init_keeps_each_modules_default():
+    model = GPT(dataclasses.replace(SMALL, init="pytorch", tie_embeddings=False))
+    assert abs(model.wte.weight.std().item() - 1.0) < 0.1  # nn.Embedding: N(0, 1)
+    bound = 1 / math.sqrt(SMALL.d_model)  # nn.Linear: U(+-1/sqrt(fan_in)), biases too
+    w, b = model.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.bias
+    assert w.abs().max().item() <= bound and abs(w.std().item() - bound / math.sqrt(3)) < 0.01 and b.abs().sum() > 0

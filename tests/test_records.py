@@ -48,6 +48,17 @@ def test_every_config_field_is_a_column_unless_declared_runtime():
     assert {*model, *train, "cell_id", "shape_id", "variant_paper"} <= set(TRIALS_SCHEMA.names)
 
 
+def test_a_model_field_added_later_keeps_the_ids_of_trials_without_it():
+    """init (added after results version 2) joins the hash only away from "gpt2", every earlier
+    trial's init: the id below is the one this trial had before the field existed."""
+    model = ModelConfig(d_model=32, n_layer=1, n_head=4)
+    budget = {"tokens_per_param": 20, "tokens_basis": "baseline", "n_basis": "non_embedding", "match": "none"}
+    args = (TrainConfig(tokens=655_360), {"fingerprint": "f"}, budget)
+    assert trial_id(model, *args, shape_id=model.label) == "baseline-d32l1h4f128-m20-s0-f1e53381"
+    other = dataclasses.replace(model, init="pytorch")
+    assert trial_id(other, *args, shape_id=model.label) != "baseline-d32l1h4f128-m20-s0-f1e53381"
+
+
 def test_ids_of_trunks_branches_and_proxies(tmp_path):
     sweeps = []
     for cache in ("a", "b"):  # the token cache is where tokens live, not which tokens: same ids

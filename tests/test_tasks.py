@@ -22,16 +22,17 @@ from records.schema import TRIALS_SCHEMA
 from tests.conftest import TINY_VOCAB
 from tiedattn.model import ConfigError, ModelConfig
 from tiedattn.probes import _recall_mask, induction_set, measure
-from tiedattn.tasks import IGNORE, LIST_TASKS, TaskBatches, TaskConfig, examples, val_set
+from tiedattn.tasks import IGNORE, LIST_TASKS, MODEL_DEFAULTS, TaskBatches, TaskConfig, examples, val_set
 from tiedattn.train import TrainConfig, Trial, train
 from tiedsweep.cli import main
 
 MQAR = TaskConfig(name="mqar", vocab_size=32, num_kv_pairs=4, n_val=256)
-# The training tests' instance: 2 pairs, keys 1..7, values 8..15, seq_len 16. QKV first learns to
-# answer with one of the 2 values in context (0.5, by ~100 steps); binding each key to its value
-# (-> 1.0) takes it thousands of steps at this size, too long for a test.
+# The training tests' instance: 2 pairs, keys 1..7, values 8..15, seq_len 16. Answering with one of
+# the 2 values in context scores 0.5 without looking the key up; QKV under the tasks' model defaults
+# (config.MODEL_DEFAULTS) binds each key to its value within STEPS (under the text models' GPT-2 init
+# it stayed at 0.5 for 1,500 steps).
 SMALL = TaskConfig(name="mqar", vocab_size=16, num_kv_pairs=2, n_val=256)
-STEPS = 150
+STEPS = 300
 
 
 def test_mqar_answers_are_the_values_of_earlier_keys():
@@ -98,7 +99,9 @@ class _NoAttention(nn.Module):
 
 
 def _mqar_trial(variant: str, **kw) -> Trial:
-    model = ModelConfig(variant=variant, d_model=32, n_layer=2, n_head=2, vocab_size=16, seq_len=16)
+    model = ModelConfig(
+        variant=variant, d_model=32, n_layer=2, n_head=2, vocab_size=16, seq_len=16, **MODEL_DEFAULTS["mqar"]
+    )
     tcfg = TrainConfig(**{"tokens": STEPS * 32 * 16, "batch_size": 32, "lr": 3e-3, "threads": 1, "n_evals": 2, **kw})
     return Trial(model, tcfg, task=SMALL)
 
@@ -123,11 +126,12 @@ def test_a_model_that_cannot_attend_fails_mqar():
     assert acc < 0.2, acc
 
 
-def test_qkv_finds_the_values_in_context():
-    """Past what a model without attention reaches (< 0.2, above): the first stage of MQAR."""
+def test_qkv_learns_mqar():
+    """Past both plateaus: a model without attention (< 0.2, above) and one that answers with a value
+    in context without binding it to its key (0.5 here)."""
     result = train(_mqar_trial("QKV"))
     assert result.status == "completed"
-    assert result.summary["final_val_accuracy"] > 0.4, result.evals
+    assert result.summary["final_val_accuracy"] > 0.9, result.evals
     assert result.summary["task"] == "mqar" and result.summary["num_kv_pairs"] == 2
     last = result.evals[-1]
     assert all(0 <= last[f"val_accuracy_pos{i}"] <= 1 for i in range(4)) and "induction_loss" not in last

@@ -11,7 +11,7 @@ import sys
 import time
 
 from tiedattn.accounting import account
-from tiedattn.config import TASKS, TRAIN_DEFAULTS, ConfigError, ModelConfig, TaskConfig
+from tiedattn.config import MODEL_DEFAULTS, TASKS, TRAIN_DEFAULTS, ConfigError, ModelConfig, TaskConfig
 from tiedattn.data import DataConfig, DataError
 from tiedattn.variants import parse_variant
 
@@ -27,7 +27,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pos", choices=["rope", "learned"], default="rope")
     p.add_argument("--norm", choices=["layernorm", "rmsnorm"], default="layernorm")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--tie-embeddings", action=argparse.BooleanOptionalAction, default=None, help="default yes (no for mqar)"
+    )
+    p.add_argument("--init", choices=["gpt2", "pytorch"], default=None, help="default gpt2 (pytorch for mqar)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -39,10 +42,13 @@ def _from_flags(cls: type, args: argparse.Namespace, **given):
 
 
 def _model_config(args: argparse.Namespace, task: TaskConfig | None = None) -> ModelConfig:
-    """--vocab-size and --seq-len default to the text defaults, or to the task's vocab and length."""
+    """--vocab-size and --seq-len default to the text defaults, or to the task's vocab and length;
+    --init and --tie-embeddings to the task's (config.MODEL_DEFAULTS), else to ModelConfig's."""
     vocab = args.vocab_size or (task.vocab_size if task is not None else ModelConfig.vocab_size)
     seq_len = args.seq_len or (_task_seq_len(task) if task is not None else ModelConfig.seq_len)
-    return _from_flags(ModelConfig, args, vocab_size=vocab, seq_len=seq_len)
+    own = MODEL_DEFAULTS.get(task.name, {}) if task is not None else {}
+    unset = {k: own.get(k, getattr(ModelConfig, k)) for k in ("init", "tie_embeddings") if getattr(args, k) is None}
+    return _from_flags(ModelConfig, args, vocab_size=vocab, seq_len=seq_len, **unset)
 
 
 def _task_config(args: argparse.Namespace) -> TaskConfig | None:

@@ -32,6 +32,7 @@ import torch
 from tiedattn.config import (
     COLUMNS,
     LIST_TASKS,
+    MODEL_DEFAULTS,
     N_BUCKETS,
     SPEC_SKIP,
     TASKS,
@@ -46,6 +47,7 @@ __all__ = [
     "COLUMNS",
     "IGNORE",
     "LIST_TASKS",
+    "MODEL_DEFAULTS",
     "N_BUCKETS",
     "SPEC_SKIP",
     "TASKS",
