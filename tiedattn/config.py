@@ -300,6 +300,7 @@ def task_config(table: dict, num_kv_pairs: int | None = None) -> TaskConfig | No
 # half of the lookup. The list tasks showed no such gap (sort 0.91 vs 0.90, reverse 0.83 vs 0.73 after
 # 400 steps of 64, one seed), so they keep GPT-2's init.
 MODEL_DEFAULTS = {"mqar": {"init": "pytorch", "tie_embeddings": False}}
-# Defaults for `tiedsweep train --task` without --tokens/--lr/--batch-size. Measured (README): QKV d=64
-# L=2 H=4, 8 pairs, seq_len 64, vocab 128 reaches 0.99 held-out accuracy by the end.
+# Defaults for `tiedsweep train --task` without --tokens/--lr/--batch-size. Measured (README): QKV
+# d=64 L=2 H=4, 8 pairs, seq_len 64, vocab 128 reaches 0.998 by step 777 and 1.000 at step 1,500,
+# 114 s on one thread of the shared 2-core machine.
 TRAIN_DEFAULTS = {"steps": 1500, "batch_size": 32, "lr": 3e-3}

@@ -412,6 +412,7 @@ def train(
         "d_ff": mcfg.ff,
         "n_kv_head": acct.n_kv_head,
         "tie_embeddings": mcfg.tie_embeddings,
+        "init": mcfg.init,
         "seq_len": T,
         **task_row(task),
         **{
