@@ -250,7 +250,8 @@ def test_trial_ids_match_trial_id_on_random_configs():
     """TrialIds (the grid's fast path) against trial_id()/cell_id() (the definition), on configs whose
     fields take type-confusable values; one TrialIds per token stream, so its caches see them all."""
     rng = random.Random(0)
-    models = {"variant": ["baseline", "tied_kv", "gqa2"], "d_model": [32, 64], "d_ff": [None, 96, 96.0]}
+    models = {"variant": ["baseline", "tied_kv", "gqa2"], "d_model": [32, 64], "d_ff": [None, 96, 96.0],
+              "init": ["gpt2", "pytorch"]}  # fmt: skip
     trains = {"tokens": [1000, 2048], "lr": [1e-3, 1, 1.0], "seed": [0, 1, True], "schedule": ["cosine", "wsd"]}
     streams = [{"fingerprint": "abc"}, data_key(DataConfig(), None), {"fingerprint": "abc", "x": [1, 1.0]}]
     for data in streams:
