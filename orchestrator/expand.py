@@ -23,7 +23,7 @@ import operator
 
 from orchestrator.branches import plan_branches
 from orchestrator.sweep import SweepTrial
-from records.ids import TrialIds, data_key
+from records.ids import TrialIds, data_key, id_prefix
 from records.tuning import TUNED, tuned_lr
 from tiedattn.accounting import account, match_params
 from tiedattn.config import ModelConfig, TaskConfig, TrainConfig, Trial, task_config
@@ -84,8 +84,9 @@ class _Grid:
     TrainConfig and budget, which every variant of a shape shares when tokens_basis = "baseline"; its
     task, the tuned rate, FLOPs per token, the cell id) is made once, keyed by the axis values'
     positions (never by values: 1 and 1.0 are equal keys but hash apart); ids come from one
-    records.ids.TrialIds. A 10^5-trial dry run, whole command: 4.7 s of CPU, ~35 us per trial of it
-    here; 55 s when each trial made all of this itself (bench/many_trials.py)."""
+    records.ids.TrialIds, each made when first read (_TrialId, _CellId). A 10^5-trial dry run, whole
+    command: 4.7 s of CPU, ~35 us per trial of it here; 55 s when each trial made all of this itself
+    (bench/many_trials.py)."""
 
     def __init__(self, axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple,
                  tuned: dict | None) -> None:  # fmt: skip
@@ -95,13 +96,14 @@ class _Grid:
         self.min_budget = min((x for x in self.values[_TPP] if x is not None), default=None)
         self.fixed, self.tuned = sec["budget"].get("tokens"), tuned
         self.ids = TrialIds(data_key(data, fp), {s: sec[s] for s in ("model", "train", "data", "budget")})
+        self.trial_ids = _TrialId(self.ids)
         self.train_kw = {k: x for k, x in sec["train"].items()
                          if AXES.get(k, (0, None))[1] != "train" and k != "batch_tokens"}  # fmt: skip
         self.models: dict[tuple, tuple[ModelConfig, str, int, float]] = {}
         self.trains: dict[tuple, tuple[TrainConfig, dict]] = {}
         self.tasks: dict[tuple, TaskConfig | None] = {}
         self.rates: dict[tuple, float] = {}
-        self.cells: dict[tuple, str] = {}
+        self.cells: dict[tuple, _CellId] = {}
 
     def model(self, key: tuple, point: dict) -> tuple[ModelConfig, str, int, float]:
         """(the trained model, shape id, N of the token budget, FLOPs per token) of a point's variant and shape."""
@@ -167,11 +169,9 @@ class _Grid:
         cell_key = (_CELL_POS(key), full_budget["tokens_per_param"] if self.fixed is not None else None)
         if cell_key not in self.cells:
             point = self.point(key) | {"tokens_per_param": full_budget["tokens_per_param"]}
-            text = {k for k, x in point.items() if k in _TEXT_POINT and x == _TEXT_POINT[k]}
-            coordinates = {k: x for k, x in point.items() if k not in ("variant", "lr", *text)}
-            self.cells[cell_key] = self.ids.cell(shape, coordinates)
+            self.cells[cell_key] = _CellId(self.ids, shape, point)
         return SweepTrial(
-            self.ids.trial(cfg, tcfg, full_budget, shape_id=shape, role=role, task=task),
+            self.trial_ids,
             Trial(cfg, tcfg, self.data, task=task),
             **full_budget,
             cpus=self.res[0],
@@ -182,6 +182,37 @@ class _Grid:
             cell_id=self.cells[cell_key],
             shape_id=shape,
         )
+
+
+class _TrialId:
+    """The id of a grid trial, made from its own fields when first read (SweepTrial.trial_id): a dry
+    run hashes only the ids it prints, and load_spec only ids whose prefix repeats."""
+
+    def __init__(self, ids: TrialIds) -> None:
+        self.ids = ids
+
+    def __call__(self, st: SweepTrial) -> str:
+        t = st.trial
+        return self.ids.trial(t.model, t.train, st.budget, shape_id=st.shape_id, role=st.role,
+                              depends_on=st.depends_on, task=t.task)  # fmt: skip
+
+    def prefix(self, st: SweepTrial) -> str:
+        t = st.trial
+        return id_prefix(t.model.variant, st.shape_id, t.train.seed, st.tokens_per_param, st.role, t.task)
+
+
+class _CellId:
+    """The id of a grid cell (a point less its variant and lr), made when the first of its trials' is read."""
+
+    def __init__(self, ids: TrialIds, shape: str, point: dict) -> None:
+        self.ids, self.shape, self.point, self.id = ids, shape, point, None
+
+    def __call__(self, st: SweepTrial) -> str:
+        if self.id is None:
+            point = self.point
+            text = {k for k, x in point.items() if k in _TEXT_POINT and x == _TEXT_POINT[k]}
+            self.id = self.ids.cell(self.shape, {k: x for k, x in point.items() if k not in ("variant", "lr", *text)})
+        return self.id
 
 
 def _positions(names: tuple[str, ...]) -> operator.itemgetter:

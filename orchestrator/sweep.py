@@ -19,9 +19,34 @@ GPU_FLOPS_PER_S = 4e14  # per GPU: ~40% MFU of an H100 in bf16
 BUDGET_FIELDS = ("tokens_per_param", "tokens_basis", "n_basis", "match")
 
 
+class _Later:
+    """A str field of SweepTrial that may be given as a maker instead, a callable of the trial: the
+    string is made on first read, then kept. A grid's trials get their ids so (orchestrator/expand.py):
+    a dry run of 10^5 trials prints 20 ids, and hashing all of them was a quarter of its CPU."""
+
+    def __init__(self, default: str | None = None) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, trial, owner: type | None = None) -> str:
+        if trial is None:  # dataclasses ask the class for the field's default; AttributeError: none
+            if self.default is None:
+                raise AttributeError(self.name)
+            return self.default
+        value = trial.__dict__[self.name]
+        if value.__class__ is not str:
+            value = trial.__dict__[self.name] = value(trial)
+        return value
+
+    def __set__(self, trial, value) -> None:  # only __init__ gets here: the dataclass is frozen
+        trial.__dict__[self.name] = value
+
+
 @dataclass(frozen=True)
 class SweepTrial:
-    trial_id: str  # records.ids.trial_id
+    trial_id: str = _Later()  # records.ids.trial_id (or its maker, with .prefix(trial): expand.py)
     trial: Trial  # workdir=None: the runner sets it
     tokens_per_param: float  # the budget: tokens = tokens_per_param x N, in whole steps
     tokens_basis: str  # "baseline" | "own": whose N set the token budget
@@ -34,13 +59,22 @@ class SweepTrial:
     role: str = "trial"  # "trial" | "trunk" (WSD stable phase) | "branch" (a WSD cooldown off a trunk)
     depends_on: str | None = None  # branch: its trunk's trial_id
     branch_step: int | None = None  # branch: the trunk step it starts from (branch-<step>.pt)
-    cell_id: str = ""  # records.ids.cell_id: the grid point without variant and lr
+    cell_id: str = _Later("")  # records.ids.cell_id (or its maker): the grid point without variant and lr
     shape_id: str = ""  # the shape as the spec asked for it (ModelConfig.label before matching params)
     workers: int = 1  # data-parallel workers, each with cpus and gpus ([resources] workers); not in the id
 
     @property
     def budget(self) -> dict:
         return {k: getattr(self, k) for k in BUDGET_FIELDS}
+
+    def id_prefix(self) -> str:
+        """trial_id less its hash (records.ids.id_prefix), made without hashing while the id is not."""
+        made = self.__dict__["trial_id"]
+        return made.rpartition("-")[0] if made.__class__ is str else made.prefix(self)
+
+    def __getstate__(self) -> dict:
+        """Pickled (to a Ray worker) with its ids made: strings, not their makers and their grid's caches."""
+        return {**self.__dict__, "trial_id": self.trial_id, "cell_id": self.cell_id}
 
     def row(self) -> dict:
         """The config columns of this trial's results row (records.schema.TRIALS_SCHEMA)."""

@@ -87,16 +87,18 @@ def trial_id(
     payload = {"model": model_key(model), "train": train_d, "data": data, "budget": budget, "role": role}
     payload |= {"task": task.identity()} if task is not None else {}
     digest = content_hash(payload | ({"depends_on": depends_on} if depends_on else {}))
-    return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
+    return f"{id_prefix(model.variant, shape_id, train.seed, budget.get('tokens_per_param', 0), role, task)}-{digest}"
 
 
-def _prefix(variant: str, shape_id: str, seed: int, budget: dict, role: str, task: TaskConfig | None) -> str:
+def id_prefix(variant: str, shape_id: str, seed: int, tokens_per_param: float, role: str,
+              task: TaskConfig | None) -> str:  # fmt: skip
+    """A trial id's readable part (all of it but `-<hash>`): two ids can only be equal where these are."""
     if role == "trunk":
         prefix = f"trunk-{variant}-{shape_id}-s{seed}"
     elif role == "proxy":
         prefix = f"tune-{variant}-{shape_id}"
     else:
-        prefix = f"{variant}-{shape_id}-m{_tpp(budget.get('tokens_per_param', 0))}-s{seed}"
+        prefix = f"{variant}-{shape_id}-m{_tpp(tokens_per_param)}-s{seed}"
     return prefix if task is None else f"{task.tag}-{prefix}"
 
 
@@ -156,7 +158,8 @@ class TrialIds:
             parts += [', "task": ', self._task(task)]
         parts += [', "train": ', self._train(train, role), "}"]
         digest = hashlib.sha256("".join(parts).encode()).hexdigest()[:8]
-        return f"{_prefix(model.variant, shape_id, train.seed, budget, role, task)}-{digest}"
+        tpp = budget.get("tokens_per_param", 0)
+        return f"{id_prefix(model.variant, shape_id, train.seed, tpp, role, task)}-{digest}"
 
     def _budget(self, budget: dict, trunk: bool) -> str:
         values = tuple(budget.values())

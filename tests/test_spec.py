@@ -4,6 +4,7 @@ what the spec says, and a bad spec reports every mistake at once."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from orchestrator import plan
 from orchestrator.plan import dry_run_table
 from orchestrator.spec import SpecError, Sweep, load_spec
+from records.ids import trial_id
 from records.schema import TRIALS_SCHEMA
 from tiedattn.accounting import account
 
@@ -109,6 +111,30 @@ def test_same_spec_same_ids_and_extending_an_axis_keeps_them(tmp_path):
         assert not set(first) & {t.trial_id for t in _load(tmp_path, BASE + change).trials}
     other_data = BASE.replace("1_500_000", "1_000_000")  # another token stream, another fingerprint
     assert not set(first) & {t.trial_id for t in _load(tmp_path, other_data).trials}
+
+
+def test_two_sizes_of_one_shape_are_refused_and_ids_are_made_when_read(tmp_path):
+    """Two size names for one shape give the same trials: each repeated id is named once. Ids are
+    made when first read (load_spec hashes only those whose prefix repeats), as trial_id() makes
+    them, and a pickled trial (to a Ray worker) carries them made."""
+    twice = BASE.replace('"t2"]', "{ d_model = 32, n_layer = 1, n_head = 4, d_ff = 128 }]")  # t1, d_ff spelled out
+    errors = _errors(tmp_path, twice)
+    first = {t.trial_id for t in _load(tmp_path, BASE).trials if "-d32l1h4f128-" in t.trial_id}
+    path = tmp_path / "spec.toml"
+    assert len(first) == 3 * 2 and sorted(errors) == sorted(
+        f"{path}: grid: two cells give the same trial {i}: remove one" for i in first
+    )
+    sweep = _load(tmp_path, BASE)
+    st = sweep.trials[0]
+    other = sweep.trials[4]  # the next variant's trial of the same cell
+    assert not isinstance(st.__dict__["trial_id"], str) and not isinstance(st.__dict__["cell_id"], str)
+    t = st.trial
+    data = {"fingerprint": st.corpus_fingerprint}
+    assert st.trial_id == trial_id(t.model, t.train, data, st.budget, shape_id=st.shape_id) == st.__dict__["trial_id"]
+    assert st.id_prefix() == st.trial_id.rpartition("-")[0]
+    sent = pickle.loads(pickle.dumps(other))
+    assert (sent.__dict__["trial_id"], sent.__dict__["cell_id"]) == (other.trial_id, other.cell_id)
+    assert sent == other and other.cell_id == st.cell_id  # variants of one cell
 
 
 def test_grid_exclude_leaves_out_matching_points_and_keeps_the_other_ids(tmp_path):
