@@ -98,12 +98,12 @@ class _Grid:
         self.ids = TrialIds(data_key(data, fp), {s: sec[s] for s in ("model", "train", "data", "budget")})
         # every trial is these with its own fields (_replace); the rest is the grid's
         self.trial_proto = Trial(None, None, data)
-        self.proto = SweepTrial(_TrialId(self.ids), self.trial_proto, 0.0, **budget, cpus=res[0], gpus=res[1],
-                                flops=0.0, corpus_fingerprint=fp)  # fmt: skip
+        self.proto = SweepTrial("", self.trial_proto, 0.0, **budget, cpus=res[0], gpus=res[1], flops=0.0,
+                                corpus_fingerprint=fp)  # fmt: skip
         self.train_kw = {k: x for k, x in sec["train"].items()
                          if AXES.get(k, (0, None))[1] != "train" and k != "batch_tokens"}  # fmt: skip
         self.models: dict[tuple, tuple[ModelConfig, str, int, float]] = {}
-        self.trains: dict[tuple, tuple[TrainConfig, dict]] = {}
+        self.trains: dict[tuple, tuple[TrainConfig, dict, _TrialId]] = {}
         self.tasks: dict[tuple, TaskConfig | None] = {}
         self.rates: dict[tuple, float] = {}
         self.cells: dict[tuple, _CellId] = {}
@@ -123,9 +123,9 @@ class _Grid:
             self.models[key] = (cfg, baseline.label, n, per_token)
         return self.models[key]
 
-    def train(self, key: tuple, point: dict, n: int, lr: float) -> tuple[TrainConfig, dict]:
-        """The TrainConfig and budget of a point (key: N, the resolved lr's model if tuned, the train axes'
-        positions)."""
+    def train(self, key: tuple, point: dict, n: int, lr: float) -> tuple[TrainConfig, dict, _TrialId]:
+        """The TrainConfig, budget and id maker of a point (key: N, the resolved lr's model if tuned, the
+        train axes' positions)."""
         if key not in self.trains:
             train_kw, T = dict(self.train_kw), point["seq_len"]
             if "batch_tokens" in self.sec["train"]:  # the same tokens per step at every seq_len
@@ -144,7 +144,8 @@ class _Grid:
                 train_kw.setdefault("warmup_tokens", round(frac * smallest))
             schedule = "wsd" if plan == WSD_BRANCHES else plan
             tcfg = TrainConfig(tokens=tokens, seq_len=T, lr=lr, schedule=schedule, seed=point["seed"], **train_kw)
-            self.trains[key] = (tcfg, {"tokens_per_param": tpp, **self.budget})
+            full_budget = {"tokens_per_param": tpp, **self.budget}
+            self.trains[key] = (tcfg, full_budget, _TrialId(self.ids, full_budget))
         return self.trains[key]
 
     def point(self, key: tuple) -> dict:
@@ -162,7 +163,7 @@ class _Grid:
                     self.tuned, cfg.variant, shape, model_n(cfg, self.budget["n_basis"]))  # fmt: skip
             lr, lr_key = self.rates[model_key], model_key
         train_key = (n, lr_key, *_TRAIN_POS(key))
-        tcfg, full_budget = self.trains.get(train_key) or self.train(train_key, self.point(key), n, lr)
+        tcfg, full_budget, trial_id = self.trains.get(train_key) or self.train(train_key, self.point(key), n, lr)
         task_key = _TASK_POS(key)
         if task_key not in self.tasks:
             point = self.point(key)
@@ -175,6 +176,7 @@ class _Grid:
             self.cells[cell_key] = _CellId(self.ids, shape, point)
         return _replace(
             self.proto,
+            trial_id=trial_id,
             trial=_replace(self.trial_proto, model=cfg, train=tcfg, task=task),
             tokens_per_param=full_budget["tokens_per_param"],
             flops=per_token * tcfg.tokens,
@@ -195,15 +197,16 @@ def _replace(proto, **changes):
 
 
 class _TrialId:
-    """The id of a grid trial, made from its own fields when first read (SweepTrial.trial_id): a dry
-    run hashes only the ids it prints, and load_spec only ids whose prefix repeats."""
+    """The id of a grid trial of this budget (its `budget` dict), made from its own fields when first
+    read (SweepTrial.trial_id): a dry run hashes only the ids it prints, and load_spec only the ids
+    whose prefix repeats."""
 
-    def __init__(self, ids: TrialIds) -> None:
-        self.ids = ids
+    def __init__(self, ids: TrialIds, budget: dict) -> None:
+        self.ids, self.budget = ids, budget
 
     def __call__(self, st: SweepTrial) -> str:
         t = st.trial
-        return self.ids.trial(t.model, t.train, st.budget, shape_id=st.shape_id, role=st.role,
+        return self.ids.trial(t.model, t.train, self.budget, shape_id=st.shape_id, role=st.role,
                               depends_on=st.depends_on, task=t.task)  # fmt: skip
 
     def prefix(self, st: SweepTrial) -> str:
