@@ -172,8 +172,7 @@ class _Grid:
         role = "branch" if self.values[_SCHEDULE][key[_SCHEDULE]] == WSD_BRANCHES else "trial"
         cell_key = (_CELL_POS(key), full_budget["tokens_per_param"] if self.fixed is not None else None)
         if cell_key not in self.cells:
-            point = self.point(key) | {"tokens_per_param": full_budget["tokens_per_param"]}
-            self.cells[cell_key] = _CellId(self.ids, shape, point)
+            self.cells[cell_key] = _CellId(self, key, shape, full_budget["tokens_per_param"])
         return _replace(
             self.proto,
             trial_id=trial_id,
@@ -215,16 +214,18 @@ class _TrialId:
 
 
 class _CellId:
-    """The id of a grid cell (a point less its variant and lr), made when the first of its trials' is read."""
+    """The id of a grid cell (a point less its variant and lr; key: the positions of one of its points),
+    made when the first of its trials' is read."""
 
-    def __init__(self, ids: TrialIds, shape: str, point: dict) -> None:
-        self.ids, self.shape, self.point, self.id = ids, shape, point, None
+    def __init__(self, grid: _Grid, key: tuple, shape: str, tokens_per_param: float) -> None:
+        self.grid, self.key, self.shape, self.tokens_per_param, self.id = grid, key, shape, tokens_per_param, None
 
     def __call__(self, st: SweepTrial) -> str:
         if self.id is None:
-            point = self.point
+            point = self.grid.point(self.key) | {"tokens_per_param": self.tokens_per_param}
             text = {k for k, x in point.items() if k in _TEXT_POINT and x == _TEXT_POINT[k]}
-            self.id = self.ids.cell(self.shape, {k: x for k, x in point.items() if k not in ("variant", "lr", *text)})
+            coordinates = {k: x for k, x in point.items() if k not in ("variant", "lr", *text)}
+            self.id = self.grid.ids.cell(self.shape, coordinates)
         return self.id
 
 
