@@ -14,8 +14,9 @@ included; the corpus tokenized once beforehand). status: `tiedsweep status DIR` 
 sweep, 70% completed (one compacted trials file), two trials leased. Both print wall and CPU time
 (user + sys of the command): wall follows the machine's load, CPU much less. --against DIR runs the
 same commands with the code of another checkout (e.g. `git worktree add /tmp/main main`) beside.
-Two runs at load 7-8 on 2 cores (README): dry run 10^5 4.6-4.7 s CPU, 13.4-13.9 s wall (293571f,
-which imported torch: 7.5-9.5 s, 17.6-23.1 s); status 10^4 1.4-1.5 s CPU, 3.6-4.1 s wall.
+Dry run 10^5, CPU s, side by side with main (113ceba), machine busy (two runs, load 3.3-3.5 on 2
+cores; README): 1.8-2.0 s CPU, 1.9-2.1 s wall vs 3.5-4.3 s, 3.6-4.6 s (ids made when first read).
+Status 10^4, two runs at load 7-8: 1.4-1.5 s CPU, 3.6-4.1 s wall.
 
 sweep: `--sweeps 50 1000` runs sweeps of that many tiny trials (~0.1 s of training each) on one
 embedded Ray (started once, its workers warmed up by a first small sweep, neither timed) with the

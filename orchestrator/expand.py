@@ -84,9 +84,10 @@ class _Grid:
     TrainConfig and budget, which every variant of a shape shares when tokens_basis = "baseline"; its
     task, the tuned rate, FLOPs per token, the cell id) is made once, keyed by the axis values'
     positions (never by values: 1 and 1.0 are equal keys but hash apart); ids come from one
-    records.ids.TrialIds, each made when first read (_TrialId, _CellId). A 10^5-trial dry run, whole
-    command: 4.7 s of CPU, ~35 us per trial of it here; 55 s when each trial made all of this itself
-    (bench/many_trials.py)."""
+    records.ids.TrialIds, each made when first read (_TrialId, _CellId), and each trial is a copy of
+    one prototype (_replace). A 10^5-trial dry run, whole command: ~2 s of CPU, ~10 us per trial of it
+    here (3.5-4.3 s with every id made and frozen __init__s, side by side; 55 s when each trial made
+    all of this itself; bench/many_trials.py)."""
 
     def __init__(self, axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple,
                  tuned: dict | None) -> None:  # fmt: skip
