@@ -91,7 +91,7 @@ class _Grid:
 
     def __init__(self, axes: dict, sec: dict, data: DataConfig, fp: str | None, budget: dict, res: tuple,
                  tuned: dict | None) -> None:  # fmt: skip
-        self.sec, self.data, self.fp, self.budget, self.res = sec, data, fp, budget, res
+        self.sec, self.budget = sec, budget
         self.values = [[x for _, x in axes[k]] for k in AXES]  # each axis's values, in AXES order
         # None: [budget] tokens, the same tokens for every trial
         self.min_budget = min((x for x in self.values[_TPP] if x is not None), default=None)
@@ -188,8 +188,8 @@ class _Grid:
 
 def _replace(proto, **changes):
     """dataclasses.replace(proto, **changes) without __init__, for the trials of a grid: a frozen
-    dataclass's sets every field through object.__setattr__, ~9 us for a SweepTrial and its Trial (a
-    third of a 10^5-trial dry run's CPU) against ~1 us here. Neither has a __post_init__ to skip."""
+    dataclass's __init__ sets every field through object.__setattr__, ~9 us for a SweepTrial and its
+    Trial (a third of a 10^5-trial dry run's CPU) against ~1 us here. Neither has a __post_init__ to skip."""
     made = object.__new__(proto.__class__)
     made.__dict__.update(proto.__dict__)
     made.__dict__.update(changes)

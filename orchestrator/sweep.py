@@ -68,7 +68,7 @@ class SweepTrial:
         return {k: getattr(self, k) for k in BUDGET_FIELDS}
 
     def id_prefix(self) -> str:
-        """trial_id less its hash (records.ids.id_prefix), made without hashing while the id is not."""
+        """trial_id less its `-<hash>` (records.ids.id_prefix), without hashing an id not made yet."""
         made = self.__dict__["trial_id"]
         return made.rpartition("-")[0] if made.__class__ is str else made.prefix(self)
 
