@@ -1,0 +1,75 @@
+"""Per shape: does each size alone show the trend the verdict pools? (the study README's shape table)
+
+The verdict (analysis.verdict) pools every (size, seed) chain. Here each shape gets its own slope,
+computed with the verdict's own pieces: analysis.cells.pair matches each tied variant's trial to QKV's
+on the same cell, and analysis.trend.within_slope fits the raw gap L_variant / L_QKV - 1 on log2 M
+within the shape's 3 seed chains, with a cluster-robust t interval over those chains (2 degrees of
+freedom: wide). The gap here is raw, not beyond capacity. With `match = "params"` every variant of a
+shape has QKV's non-embedding N within 0.8%, so the capacity term T is ~1.
+
+    .venv/bin/python studies/overtrain-cpu/by_shape.py [RESULTS]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from analysis.cells import pair
+from analysis.names import display_name
+from analysis.tables import completed, load_trials
+from analysis.trend import within_slope
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TIED = ("tied_kv", "tied_qk", "tied_qkv")
+# analysis.cells.size_labels -> the CPU ladder's names (spec.toml's sizes)
+LADDER = {"d_model=32 n_layer=1 n_head=4": "t1", "d_model=48 n_layer=2 n_head=4": "t2",
+          "d_model=64 n_layer=2 n_head=4": "t3"}  # fmt: skip
+
+
+def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds."""
+    m = float(np.mean(x))
+    if x.size < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, x.size - 1) * np.std(x, ddof=1) / np.sqrt(x.size))
+    return m, m - half, m + half
+
+
+def rows(results: Path) -> list[dict]:
+    """One row per (tied variant, shape): slope per doubling of M and the gap at the shape's largest M."""
+    cols, _ = completed(load_trials(results))
+    out = []
+    for variant in TIED:
+        p = pair(cols, variant)
+        for size in sorted(set(p.size), key=lambda s: np.median(p.N[p.size == s, 1])):
+            q = p.select(p.size == size)
+            slope = within_slope(np.log2(q.M), q.gap, q.chain, q.chain)
+            top = q.M.max()
+            gap = _mean_ci(q.gap[q.M == top])
+            out.append({"variant": display_name(variant), "size": LADDER.get(size, size),
+                        "N": float(np.median(q.N[:, 1])), "chains": int(np.unique(q.chain).size),
+                        "slope": slope.triple, "M_max": float(top), "gap_at_max": gap})  # fmt: skip
+    return out
+
+
+def main() -> None:
+    results = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    print(
+        "| variant | shape (N) | chains | raw gap slope per doubling of M, % [95% CI] | largest M "
+        "| raw gap there, % [95% CI] |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows(results):
+        s, g = [100 * x for x in r["slope"]], [100 * x for x in r["gap_at_max"]]
+        print(
+            f"| {r['variant']} | {r['size']} ({r['N'] / 1e3:.1f}k) | {r['chains']} "
+            f"| {s[0]:+.2f} [{s[1]:+.2f}, {s[2]:+.2f}] | {r['M_max']:g} | {g[0]:+.2f} [{g[1]:+.2f}, {g[2]:+.2f}] |"
+        )
+
+
+if __name__ == "__main__":
+    main()
