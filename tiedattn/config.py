@@ -301,6 +301,6 @@ def task_config(table: dict, num_kv_pairs: int | None = None) -> TaskConfig | No
 # 400 steps of 64, one seed), so they keep GPT-2's init.
 MODEL_DEFAULTS = {"mqar": {"init": "pytorch", "tie_embeddings": False}}
 # Defaults for `tiedsweep train --task` without --tokens/--lr/--batch-size. Measured (README): QKV
-# d=64 L=2 H=4, 8 pairs, seq_len 64, vocab 128 reaches 0.998 by step 777 and 1.000 at step 1,500,
-# 114 s on one thread of the shared 2-core machine.
+# d=64 L=2 H=4, 8 pairs, seq_len 64, vocab 128 reaches 0.998 by step 777 and 1.000 at step 1,500:
+# 72.6 s wall on 2 idle cores, start-up included.
 TRAIN_DEFAULTS = {"steps": 1500, "batch_size": 32, "lr": 3e-3}
