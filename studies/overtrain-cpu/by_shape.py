@@ -1,4 +1,5 @@
-"""Per shape: does each size alone show the trend the verdict pools? (the study README's shape table)
+"""Per shape: does each size alone show the trend the verdict pools? (the study README's shape tables:
+each shape's slope, then the raw gap at every (shape, M))
 
 The verdict (analysis.verdict) pools every (size, seed) chain. Here each shape gets its own slope,
 computed with the verdict's own pieces: analysis.cells.pair matches each tied variant's trial to QKV's
@@ -56,6 +57,19 @@ def rows(results: Path) -> list[dict]:
     return out
 
 
+def gap_table(results: Path) -> list[dict]:
+    """The raw gap per (tied variant, shape, M): mean over seeds with its 95% t-interval."""
+    cols, _ = completed(load_trials(results))
+    out = []
+    for variant in TIED:
+        p = pair(cols, variant)
+        for size in sorted(set(p.size), key=lambda s: np.median(p.N[p.size == s, 1])):
+            for m in sorted(set(p.M[p.size == size])):
+                gap = _mean_ci(p.gap[(p.size == size) & (p.M == m)])
+                out.append({"variant": display_name(variant), "size": LADDER.get(size, size), "M": m, "gap": gap})
+    return out
+
+
 def main() -> None:
     results = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
     print(
@@ -69,6 +83,19 @@ def main() -> None:
             f"| {r['variant']} | {r['size']} ({r['N'] / 1e3:.1f}k) | {r['chains']} "
             f"| {s[0]:+.2f} [{s[1]:+.2f}, {s[2]:+.2f}] | {r['M_max']:g} | {g[0]:+.2f} [{g[1]:+.2f}, {g[2]:+.2f}] |"
         )
+
+    print("\n| variant | shape | " + " | ".join(f"M = {m:g}" for m in (1, 4, 16, 64, 256, 1000)) + " |")
+    print("|---|---|" + "---|" * 6)
+    cells: dict[tuple[str, str], dict[float, tuple]] = {}
+    for r in gap_table(results):
+        cells.setdefault((r["variant"], r["size"]), {})[r["M"]] = r["gap"]
+    for (variant, size), by_m in cells.items():
+        row = [_pct(by_m[m]) if m in by_m else "" for m in (1, 4, 16, 64, 256, 1000)]
+        print(f"| {variant} | {size} | " + " | ".join(row) + " |")
+
+
+def _pct(g: tuple[float, float, float]) -> str:
+    return f"{100 * g[0]:+.1f} [{100 * g[1]:+.1f}, {100 * g[2]:+.1f}]"
 
 
 if __name__ == "__main__":
