@@ -14,12 +14,13 @@ shape has QKV's non-embedding N within 0.8%, so the capacity term T is ~1.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from analysis.cells import pair
+from analysis.cells import Pairs, pair
 from analysis.names import display_name
 from analysis.tables import completed, load_trials
 from analysis.trend import within_slope
@@ -40,34 +41,31 @@ def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def rows(results: Path) -> list[dict]:
-    """One row per (tied variant, shape): slope per doubling of M and the gap at the shape's largest M."""
+def _shapes(results: Path) -> Iterator[tuple[str, str, Pairs]]:
+    """(variant, shape name, its pairs with QKV) for each tied variant and shape, smallest shape first."""
     cols, _ = completed(load_trials(results))
-    out = []
     for variant in TIED:
         p = pair(cols, variant)
         for size in sorted(set(p.size), key=lambda s: np.median(p.N[p.size == s, 1])):
-            q = p.select(p.size == size)
-            slope = within_slope(np.log2(q.M), q.gap, q.chain, q.chain)
-            top = q.M.max()
-            gap = _mean_ci(q.gap[q.M == top])
-            out.append({"variant": display_name(variant), "size": LADDER.get(size, size),
-                        "N": float(np.median(q.N[:, 1])), "chains": int(np.unique(q.chain).size),
-                        "slope": slope.triple, "M_max": float(top), "gap_at_max": gap})  # fmt: skip
+            yield display_name(variant), LADDER.get(size, size), p.select(p.size == size)
+
+
+def rows(results: Path) -> list[dict]:
+    """One row per (tied variant, shape): slope per doubling of M and the gap at the shape's largest M."""
+    out = []
+    for variant, size, q in _shapes(results):
+        slope = within_slope(np.log2(q.M), q.gap, q.chain, q.chain)
+        top = q.M.max()
+        out.append({"variant": variant, "size": size, "N": float(np.median(q.N[:, 1])),
+                    "chains": int(np.unique(q.chain).size), "slope": slope.triple, "M_max": float(top),
+                    "gap_at_max": _mean_ci(q.gap[q.M == top])})  # fmt: skip
     return out
 
 
 def gap_table(results: Path) -> list[dict]:
     """The raw gap per (tied variant, shape, M): mean over seeds with its 95% t-interval."""
-    cols, _ = completed(load_trials(results))
-    out = []
-    for variant in TIED:
-        p = pair(cols, variant)
-        for size in sorted(set(p.size), key=lambda s: np.median(p.N[p.size == s, 1])):
-            for m in sorted(set(p.M[p.size == size])):
-                gap = _mean_ci(p.gap[(p.size == size) & (p.M == m)])
-                out.append({"variant": display_name(variant), "size": LADDER.get(size, size), "M": m, "gap": gap})
-    return out
+    return [{"variant": variant, "size": size, "M": m, "gap": _mean_ci(q.gap[q.M == m])}
+            for variant, size, q in _shapes(results) for m in sorted(set(q.M))]  # fmt: skip
 
 
 def main() -> None:
