@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
+from analysis.accuracy import mean_interval
 from analysis.cells import Pairs, pair
 from analysis.names import display_name
 from analysis.tables import completed, load_trials
@@ -33,11 +33,8 @@ LADDER = {"d_model=32 n_layer=1 n_head=4": "t1", "d_model=48 n_layer=2 n_head=4"
 
 
 def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds."""
-    m = float(np.mean(x))
-    if x.size < 2:
-        return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, x.size - 1) * np.std(x, ddof=1) / np.sqrt(x.size))
+    """Mean and 95% t-interval over seeds (analysis.accuracy.mean_interval, as bounds)."""
+    m, half = mean_interval(x)
     return m, m - half, m + half
 
 
