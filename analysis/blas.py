@@ -1,8 +1,9 @@
-"""Single-threaded BLAS around SciPy's L-BFGS-B.
+"""Single-threaded BLAS around the law fits (analysis.fit).
 
-L-BFGS-B calls BLAS on matrices of a few rows; on a machine whose cores are busy, OpenBLAS's worker
-threads then wait on each other and one 5-parameter fit takes ~1 s instead of ~10 ms (measured on
-2 shared cores). threadpoolctl does this generally; this is the one case we need, without a dependency.
+The fits call BLAS and LAPACK on matrices of a few rows (8 x 8 Hessians, a few hundred points); on a
+machine whose cores are busy, OpenBLAS's worker threads then wait on each other (one 5-parameter
+SciPy L-BFGS-B fit took ~1 s instead of ~10 ms on 2 shared cores). threadpoolctl does this
+generally; this is the one case we need, without a dependency.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy
 import scipy
 
-# SciPy wheels bundle OpenBLAS next to the package; other builds (system BLAS) are left alone.
-_LIBS = [ctypes.CDLL(str(p)) for p in (Path(scipy.__file__).parent.parent / "scipy.libs").glob("*openblas*.so")]
+# NumPy and SciPy wheels bundle OpenBLAS next to the package; other builds (system BLAS) are left alone.
+_LIBS = [
+    ctypes.CDLL(str(p))
+    for module in (numpy, scipy)
+    for p in (Path(module.__file__).parent.parent / f"{module.__name__}.libs").glob("*openblas*.so")
+]
 _LIBS = [lib for lib in _LIBS if hasattr(lib, "openblas_set_num_threads_local")]
 
 

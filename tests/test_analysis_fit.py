@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize
 
 from analysis import AnalysisError
-from analysis.fit import Fit, describe_bounds, fit_chinchilla, fit_joint, fit_overtraining, holdout, interval
+from analysis.fit import (
+    Fit,
+    _box,
+    _chinchilla_design,
+    _derivatives,
+    _fit_theta,
+    _minimize,
+    _value,
+    describe_bounds,
+    fit_chinchilla,
+    fit_joint,
+    fit_overtraining,
+    holdout,
+    interval,
+)
 from analysis.laws import chinchilla, chinchilla_at, chinchilla_optimal, flops_6nd, overtraining
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -137,3 +152,46 @@ def test_holdout_with_too_few_cells_says_what_it_needs():
     D = D * np.array([1, 2, 4, 8, 1, 2, 4])  # 7 cells, several M
     with pytest.raises(AnalysisError, match=r"hold-out needs at least 8 cells: .* leaves 5 to fit"):
         holdout(N, D, chinchilla(N, D, **TRUTH))
+
+
+def _joint_design(seed: int = 4):
+    """A two-variant design with shared E and alpha on 4 sizes x 3 budgets: loose, as CPU sweeps are."""
+    N, D = grid(sizes=4, multipliers=(5, 20, 80))
+    loss = noisy(np.r_[chinchilla(N, D, **TRUTH), chinchilla(N, D, **{**TRUTH, "beta": 0.25})], 0.01, seed)
+    codes = np.repeat([0, 1], N.size)
+    return _chinchilla_design(np.r_[N, N], np.r_[D, D], loss, codes, 2, ("E", "alpha"))
+
+
+def test_gradient_and_hessian_match_finite_differences():
+    d = _joint_design()
+    rng = np.random.default_rng(0)
+    theta = np.r_[0.5, 6.0, 6.2, 6.0, 6.1, 0.3, 0.3, 0.25] + 0.1 * rng.standard_normal(d.n_theta)
+    w = rng.multinomial(d.y.size, np.full(d.y.size, 1 / d.y.size), size=1).astype(float)
+    g, H = _derivatives(d, theta[None], w)
+    h, eye = 1e-6, np.eye(d.n_theta)
+    fd_g = [(_value(d, (theta + h * e)[None], w) - _value(d, (theta - h * e)[None], w))[0] / (2 * h) for e in eye]
+    fd_H = [(_derivatives(d, (theta + h * e)[None], w)[0] - _derivatives(d, (theta - h * e)[None], w)[0])[0] / (2 * h)
+            for e in eye]  # fmt: skip
+    np.testing.assert_allclose(g[0], fd_g, rtol=1e-5, atol=1e-6 * np.abs(g).max())
+    np.testing.assert_allclose(H[0], np.array(fd_H).T, rtol=1e-4, atol=1e-5 * np.abs(H).max())
+
+
+def test_batched_refits_reach_scipys_optimum_or_better():
+    # certified against SciPy's L-BFGS-B, refitting each bootstrap resample on its own from the
+    # same warm start (the fits before the batched solver): never a worse optimum
+    d = _joint_design()
+    start = np.zeros(d.n_theta)
+    start[d.index] = [np.log(TRUTH[k]) if k in "EAB" else TRUTH[k] for k in d.names]  # per variant, fitted units
+    theta = _fit_theta(d, start[None])  # the full-data optimum, from which every refit starts
+    rng = np.random.default_rng(1)
+    W = rng.multinomial(d.y.size, np.full(d.y.size, 1 / d.y.size), size=30).astype(float)
+    ours, f = _minimize(d, np.tile(theta, (W.shape[0], 1)), W)
+    lo, hi = _box(d)
+    for w, ours_f in zip(W, f, strict=True):
+        res = minimize(
+            lambda t, w=w: (_value(d, t[None], w[None])[0], _derivatives(d, t[None], w[None])[0][0]),
+            theta, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi, strict=True)),
+            options={"maxiter": 2000, "ftol": 1e-10, "gtol": 1e-7},
+        )  # fmt: skip
+        assert ours_f <= res.fun + 1e-9 * max(1.0, abs(res.fun))
+    assert np.all((ours >= lo) & (ours <= hi))
