@@ -44,6 +44,7 @@ _GRID = {
 }
 WIDE = 1.0  # an interval wider than this times |estimate| is flagged as too wide to mean anything
 _N_STARTS = 8  # best grid points that get a full fit (`_minimize`)
+_CHUNK = 4_000_000  # (row, point, parameter) values per batch of `_minimize`: ~32 MB per array
 
 
 @dataclass(frozen=True)
@@ -240,17 +241,30 @@ def _box(d: _Design) -> tuple[np.ndarray, np.ndarray]:
 def _minimize(
     d: _Design, theta0: np.ndarray, w: np.ndarray, *, maxiter: int = 2000, gtol: float = 1e-7, ftol: float = 1e-10
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Minimise `_value` in the box, one problem per row of theta0 (B, P) and w (B, n), all at once:
-    projected Newton (Bertsekas 1982). Per row and iteration: variables on a bound whose gradient
-    points out of the box stay there; the others take the Newton step with the Hessian's eigenvalues
-    replaced by max(|lambda|, 1e-10 max|lambda|); the step is projected on the box and halved until
-    f(new) <= f + 1e-4 g.(new - theta) (Armijo). A row stops when its projected gradient is under
-    gtol or f falls by no more than ftol max(|f|, 1), the tests L-BFGS-B uses. Returns (theta, f).
-    The rows share each vectorised pass, so 1,000 bootstrap refits cost about what ~30 single fits
-    cost (bench/fit_bootstrap.py)."""
+    """Minimise `_value` in the box, one problem per row of theta0 (B, P) and w (B, n or 1), all at
+    once: projected Newton (Bertsekas 1982). Per row and iteration: variables on a bound whose
+    gradient points out of the box stay there; the others take the Newton step with the Hessian's
+    eigenvalues replaced by max(|lambda|, 1e-10 max|lambda|); the step is projected on the box and
+    halved until f(new) <= f + 1e-4 g.(new - theta) (Armijo). A row stops when its projected gradient
+    is under gtol or f falls by no more than ftol max(|f|, 1), the tests L-BFGS-B uses. Returns
+    (theta, f). The rows share each vectorised pass, so 1,000 bootstrap refits cost about what ~30
+    single fits cost (bench/fit_bootstrap.py); they go in chunks of ~_CHUNK (row, point, parameter)
+    values, which bounds memory for sweeps of many trials."""
+    theta0 = np.atleast_2d(np.asarray(theta0, dtype=float))
+    w = np.broadcast_to(np.asarray(w, dtype=float), (theta0.shape[0], d.y.size))
+    rows = max(1, _CHUNK // (d.y.size * d.n_theta))
+    parts = [_newton(d, theta0[i : i + rows], w[i : i + rows], maxiter, gtol, ftol) for i in range(0, len(w), rows)]
+    if not parts:
+        return theta0.copy(), np.zeros(0)
+    return np.concatenate([t for t, _ in parts]), np.concatenate([f for _, f in parts])
+
+
+def _newton(
+    d: _Design, theta0: np.ndarray, w: np.ndarray, maxiter: int, gtol: float, ftol: float
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`_minimize` on one chunk of rows."""
     lo, hi = _box(d)
-    theta = np.clip(np.array(theta0, dtype=float), lo, hi)
-    w = np.broadcast_to(np.asarray(w, dtype=float), (theta.shape[0], d.y.size))
+    theta = np.clip(theta0, lo, hi)
     f = _value(d, theta, w)
     live = np.arange(theta.shape[0])
     for _ in range(maxiter):
@@ -261,7 +275,9 @@ def _minimize(
         pg = np.clip(th - g, lo, hi) - th  # projected gradient
         eps = np.minimum(1e-6, np.linalg.norm(pg, axis=1))[:, None]
         free = ~(((th <= lo + eps) & (g > 0)) | ((th >= hi - eps) & (g < 0)))
-        lam, V = np.linalg.eigh(np.where(free[:, :, None] & free[:, None, :], H, 0.0))
+        # active variables decoupled (unit diagonal; their gradient is zeroed, so they do not move)
+        H = np.where(free[:, :, None] & free[:, None, :], H, 0.0) + np.eye(H.shape[1]) * ~free[:, :, None]
+        lam, V = np.linalg.eigh(H)
         lam = np.maximum(np.abs(lam), 1e-10 * np.abs(lam).max(axis=1, keepdims=True) + 1e-300)
         step = -np.einsum("bpq,bq->bp", V, np.einsum("bqp,bq->bp", V, np.where(free, g, 0.0)) / lam)
         step = np.where(free, step, 0.0)

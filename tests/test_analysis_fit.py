@@ -7,6 +7,7 @@ import pytest
 from scipy.optimize import minimize
 
 from analysis import AnalysisError
+from analysis import fit as fit_module
 from analysis.fit import (
     Fit,
     _box,
@@ -195,3 +196,16 @@ def test_batched_refits_reach_scipys_optimum_or_better():
         )  # fmt: skip
         assert ours_f <= res.fun + 1e-9 * max(1.0, abs(res.fun))
     assert np.all((ours >= lo) & (ours <= hi))
+
+
+def test_refits_in_chunks_equal_one_batch(monkeypatch):
+    d = _joint_design()
+    start = np.zeros(d.n_theta)
+    start[d.index] = [np.log(TRUTH[k]) if k in "EAB" else TRUTH[k] for k in d.names]
+    W = np.random.default_rng(2).multinomial(d.y.size, np.full(d.y.size, 1 / d.y.size), size=7).astype(float)
+    whole = _minimize(d, np.tile(start, (7, 1)), W)
+    monkeypatch.setattr(fit_module, "_CHUNK", 2 * d.y.size * d.n_theta)  # 2 rows a chunk: 4 chunks
+    chunked = _minimize(d, np.tile(start, (7, 1)), W)
+    # equal to rounding: BLAS may sum in another order for another number of rows
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-9)
