@@ -45,6 +45,7 @@ _GRID = {
 WIDE = 1.0  # an interval wider than this times |estimate| is flagged as too wide to mean anything
 _N_STARTS = 8  # best grid points that get a full fit (`_minimize`)
 _CHUNK = 4_000_000  # (row, point, parameter) values per batch of `_minimize`: ~32 MB per array
+_MAX_STEP = 2.0  # largest move of one fitted parameter (a log coefficient or exponent) in one Newton step
 
 
 @dataclass(frozen=True)
@@ -242,14 +243,15 @@ def _minimize(
     d: _Design, theta0: np.ndarray, w: np.ndarray, *, maxiter: int = 2000, gtol: float = 1e-7, ftol: float = 1e-10
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Minimise `_value` in the box, one problem per row of theta0 (B, P) and w (B, n or 1), all at
-    once: projected Newton (Bertsekas 1982). Per row and iteration: variables on a bound whose
-    gradient points out of the box stay there; the others take the Newton step with the Hessian's
-    eigenvalues replaced by max(|lambda|, 1e-10 max|lambda|); the step is projected on the box and
-    halved until f(new) <= f + 1e-4 g.(new - theta) (Armijo). A row stops when its projected gradient
-    is under gtol or f falls by no more than ftol max(|f|, 1), the tests L-BFGS-B uses. Returns
-    (theta, f). The rows share each vectorised pass, so 1,000 bootstrap refits cost about what ~30
-    single fits cost (bench/fit_bootstrap.py); they go in chunks of ~_CHUNK (row, point, parameter)
-    values, which bounds memory for sweeps of many trials."""
+    once: projected Newton (Bertsekas 1982). Per row and iteration: variables within eps of a bound
+    whose gradient points out of the box are put on the bound and held there; the others take the
+    Newton step with the Hessian's eigenvalues replaced by max(|lambda|, 1e-10 max|lambda|), at most
+    _MAX_STEP in any parameter; the step is projected on the box and halved until
+    f(new) <= min(f, f + 1e-4 g.(new - theta)) (Armijo; never uphill, NaN rejected). A row stops when
+    its projected gradient is under gtol or f falls by no more than ftol max(|f|, 1), the tests
+    L-BFGS-B uses. Returns (theta, f). The rows share each vectorised pass, so 1,000 bootstrap refits
+    cost about what ~30 single fits cost (bench/fit_bootstrap.py). Rows go in chunks of ~_CHUNK
+    (row, point, parameter) values; `_Design.outer`, (n K, P^2), is built once beside them."""
     theta0 = np.atleast_2d(np.asarray(theta0, dtype=float))
     w = np.broadcast_to(np.asarray(w, dtype=float), (theta0.shape[0], d.y.size))
     rows = max(1, _CHUNK // (d.y.size * d.n_theta))
@@ -274,22 +276,25 @@ def _newton(
         g, H = _derivatives(d, th, ww)
         pg = np.clip(th - g, lo, hi) - th  # projected gradient
         eps = np.minimum(1e-6, np.linalg.norm(pg, axis=1))[:, None]
-        free = ~(((th <= lo + eps) & (g > 0)) | ((th >= hi - eps) & (g < 0)))
-        # active variables decoupled (unit diagonal; their gradient is zeroed, so they do not move)
+        at_lo, at_hi = (th <= lo + eps) & (g > 0), (th >= hi - eps) & (g < 0)
+        free = ~(at_lo | at_hi)
+        # variables held on a bound are decoupled (unit diagonal, zero gradient) and snapped onto it
         H = np.where(free[:, :, None] & free[:, None, :], H, 0.0) + np.eye(H.shape[1]) * ~free[:, :, None]
         lam, V = np.linalg.eigh(H)
         lam = np.maximum(np.abs(lam), 1e-10 * np.abs(lam).max(axis=1, keepdims=True) + 1e-300)
         step = -np.einsum("bpq,bq->bp", V, np.einsum("bqp,bq->bp", V, np.where(free, g, 0.0)) / lam)
-        step = np.where(free, step, 0.0)
-        new, fn, alpha = np.clip(th + step, lo, hi), np.empty(live.size), np.ones(live.size)
-        todo = np.arange(live.size)
+        step *= np.minimum(1.0, _MAX_STEP / np.maximum(np.abs(step).max(axis=1, keepdims=True), 1e-300))
+        held = np.where(at_lo, lo, np.where(at_hi, hi, th))
+        alpha, fn, todo = np.ones(live.size), np.empty(live.size), np.arange(live.size)
+        new = np.where(free, np.clip(th + step, lo, hi), held)
         for _ in range(60):
             fn[todo] = _value(d, new[todo], ww[todo])
-            todo = todo[fn[todo] > f0[todo] + 1e-4 * np.einsum("bp,bp->b", g[todo], new[todo] - th[todo])]
+            armijo = np.minimum(f0[todo], f0[todo] + 1e-4 * np.einsum("bp,bp->b", g[todo], new[todo] - th[todo]))
+            todo = todo[~(fn[todo] <= armijo)]  # NaN fails too
             if todo.size == 0:
                 break
             alpha[todo] *= 0.5
-            new[todo] = np.clip(th[todo] + alpha[todo, None] * step[todo], lo, hi)
+            new[todo] = np.where(free[todo], np.clip(th[todo] + alpha[todo, None] * step[todo], lo, hi), held[todo])
         new[todo], fn[todo] = th[todo], f0[todo]  # no decrease along the arc: stay, and stop below
         theta[live], f[live] = new, fn
         done = (np.abs(pg).max(axis=1) <= gtol) | (f0 - fn <= ftol * np.maximum(np.maximum(abs(f0), abs(fn)), 1.0))

@@ -9,12 +9,14 @@ from scipy.optimize import minimize
 from analysis import AnalysisError
 from analysis import fit as fit_module
 from analysis.fit import (
+    HUBER_DELTA,
     Fit,
     _box,
     _chinchilla_design,
     _derivatives,
     _fit_theta,
     _minimize,
+    _terms,
     _value,
     describe_bounds,
     fit_chinchilla,
@@ -166,15 +168,35 @@ def _joint_design(seed: int = 4):
 def test_gradient_and_hessian_match_finite_differences():
     d = _joint_design()
     rng = np.random.default_rng(0)
-    theta = np.r_[0.5, 6.0, 6.2, 6.0, 6.1, 0.3, 0.3, 0.25] + 0.1 * rng.standard_normal(d.n_theta)
     w = rng.multinomial(d.y.size, np.full(d.y.size, 1 / d.y.size), size=1).astype(float)
-    g, H = _derivatives(d, theta[None], w)
-    h, eye = 1e-6, np.eye(d.n_theta)
-    fd_g = [(_value(d, (theta + h * e)[None], w) - _value(d, (theta - h * e)[None], w))[0] / (2 * h) for e in eye]
-    fd_H = [(_derivatives(d, (theta + h * e)[None], w)[0] - _derivatives(d, (theta - h * e)[None], w)[0])[0] / (2 * h)
-            for e in eye]  # fmt: skip
-    np.testing.assert_allclose(g[0], fd_g, rtol=1e-5, atol=1e-6 * np.abs(g).max())
-    np.testing.assert_allclose(H[0], np.array(fd_H).T, rtol=1e-4, atol=1e-5 * np.abs(H).max())
+    away = np.r_[0.5, 6.0, 6.2, 6.0, 6.1, 0.3, 0.3, 0.25] + 0.1 * rng.standard_normal(d.n_theta)
+    near = _minimize(d, away[None], w)[0][0] + 3e-4 * rng.standard_normal(d.n_theta)  # by the optimum
+    r = _terms(d, near[None])[0]
+    assert (np.abs(r) <= HUBER_DELTA).sum() >= 2  # residuals in Huber's quadratic zone: h'' = 1 there
+    assert np.abs(np.abs(r) - HUBER_DELTA).min() > 1e-5  # none within a difference step of its kink
+    h, eye = 1e-7, np.eye(d.n_theta)
+    for theta in (away, near):
+        g, H = _derivatives(d, theta[None], w)
+        fd_g = [(_value(d, (theta + h * e)[None], w) - _value(d, (theta - h * e)[None], w))[0] / (2 * h) for e in eye]
+        fd_H = [(_derivatives(d, (theta + h * e)[None], w)[0] - _derivatives(d, (theta - h * e)[None], w)[0])[0]
+                / (2 * h) for e in eye]  # fmt: skip
+        np.testing.assert_allclose(g[0], fd_g, rtol=1e-5, atol=1e-7 * np.abs(g).max())
+        np.testing.assert_allclose(H[0], np.array(fd_H).T, rtol=1e-4, atol=1e-7 * np.abs(H).max())
+
+
+def test_a_refit_that_starts_just_off_a_bound_lands_on_it():
+    # pure power laws: E's optimum is its lower bound; from 5e-7 above it the fit puts E on the bound
+    # exactly (Fit.at_bounds tells "at the bound" by 1e-6 relative), and is no worse for the move
+    N, D = grid(sizes=4, multipliers=(5, 20, 80))
+    loss = noisy(chinchilla(N, D, **{**TRUTH, "E": 0.0}), 0.003, 0)
+    d = _chinchilla_design(N, D, loss, np.zeros(N.size, dtype=int), 1, ())
+    fit = fit_chinchilla(N, D, loss, n_boot=0)
+    assert fit.at_bounds == {"E": "estimate at lower bound"}
+    on = np.array([np.log(fit.params[k]) if k in "EAB" else fit.params[k] for k in d.names])
+    off = on + np.r_[5e-7, 0, 0, 0, 0]
+    theta, f = _minimize(d, off[None], np.ones((1, d.y.size)))
+    assert theta[0, 0] == _box(d)[0][0]
+    assert f[0] <= _value(d, off[None], np.ones((1, d.y.size)))[0]
 
 
 def test_batched_refits_reach_scipys_optimum_or_better():
