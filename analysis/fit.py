@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.optimize import minimize
 
 from analysis import AnalysisError
 from analysis.blas import one_blas_thread
@@ -315,9 +316,21 @@ def _grid_starts(d: _Design, k: int = _N_STARTS) -> np.ndarray:
 
 
 def _fit_theta(d: _Design, starts: np.ndarray) -> np.ndarray:
-    """The best of the fits from each start (rows of `starts`), with every trial weighted 1."""
+    """The best fit to every trial (weight 1) from each start (rows of `starts`): `_minimize` from
+    the start, and `_minimize` again from SciPy's L-BFGS-B optimum from it. Far from an optimum most
+    residuals sit outside Huber's quadratic zone, where the Newton step has little curvature to go
+    on and L-BFGS-B does better (16 of 105 random starts on 12 noisy cells); near one, Newton
+    finishes what L-BFGS-B stops short of (tests/test_analysis_fit.py)."""
+    w = np.ones((1, d.y.size))
+    lo, hi = _box(d)
     with one_blas_thread():
-        theta, f = _minimize(d, starts, np.ones((1, d.y.size)))
+        lbfgs = [
+            minimize(lambda t: (_value(d, t[None], w)[0], _derivatives(d, t[None], w)[0][0]), s, jac=True,
+                     method="L-BFGS-B", bounds=list(zip(lo, hi, strict=True)),
+                     options={"maxiter": 2000, "ftol": 1e-10, "gtol": 1e-7}).x
+            for s in np.clip(starts, lo, hi)
+        ]  # fmt: skip
+        theta, f = _minimize(d, np.r_[starts, lbfgs], w)
     return theta[np.argmin(f)]
 
 
