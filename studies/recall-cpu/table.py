@@ -1,0 +1,84 @@
+"""The recall sweep's summary table (README.md): MQAR accuracy per variant per num_kv_pairs.
+
+Each cell pools the sweep's widths (d_model 32, 64, 128) and seeds: the mean final held-out accuracy
+over those trials with a 95% t-interval (mean +- t_{0.975, n-1} s / sqrt(n), analysis.accuracy.mean_interval,
+clipped to [0, 1]; the widths count as draws, so the interval is wide where one width learns and another
+does not), how
+many trials solved the task (accuracy >= 0.99), and the gap to QKV on the same (width, seed), with its
+t-interval. `tiedsweep report RESULTS --sweep recall` gives the same per width.
+
+    .venv/bin/python studies/recall-cpu/table.py [RESULTS] [--by-width]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from analysis.accuracy import mean_interval
+from analysis.names import BASELINE, display_name
+from records.store import read_trials
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SWEEP = "recall"  # sweeps/recall.toml's sweep name
+SOLVED = 0.99
+
+
+def accuracies(results: Path) -> dict[tuple[str, int], dict[tuple[int, int], float]]:
+    """(variant, num_kv_pairs) -> {(d_model, seed): final accuracy} of the completed trials."""
+    out: dict[tuple[str, int], dict[tuple[int, int], float]] = defaultdict(dict)
+    for r in read_trials(str(results), SWEEP).to_pylist():
+        if r["status"] == "completed":
+            out[(r["variant"], int(r["num_kv_pairs"]))][(int(r["d_model"]), int(r["seed"]))] = r["final_val_accuracy"]
+    return out
+
+
+def _ci(x: float, half: float, signed: bool = False) -> str:
+    """'mean [low, high]', the interval clipped to what the quantity can be ([0, 1]; a gap [-1, 1])."""
+    s = f"{x:+.3f}" if signed else f"{x:.3f}"
+    if math.isnan(half):
+        return s
+    lo, hi = max(x - half, -1.0 if signed else 0.0), min(x + half, 1.0)
+    return f"{s} [{lo:.2f}, {hi:.2f}]"
+
+
+def cell(acc: dict[tuple[int, int], float], base: dict[tuple[int, int], float]) -> str:
+    """'mean [low, high] (k/n solved); gap mean [low, high]' over the trials in acc."""
+    if not acc:
+        return "-"
+    x = np.array(list(acc.values()))
+    text = f"{_ci(*mean_interval(x))} ({(x >= SOLVED).sum()}/{x.size})"
+    common = sorted(set(acc) & set(base))
+    if base is not acc and common:
+        text += f"; gap {_ci(*mean_interval(np.array([acc[k] - base[k] for k in common])), signed=True)}"
+    return text
+
+
+def table(results: Path, width: int | None = None) -> list[str]:
+    acc = accuracies(results)
+    if width is not None:
+        acc = {key: {k: a for k, a in by.items() if k[0] == width} for key, by in acc.items()}
+    pairs = sorted({k for _, k in acc})
+    variants = sorted({v for v, _ in acc}, key=lambda v: (v != BASELINE, display_name(v)))
+    lines = [f"| variant | {' | '.join(f'{k} pairs' for k in pairs)} |", "|---" * (len(pairs) + 1) + "|"]
+    for v in variants:
+        cells = [cell(acc.get((v, k), {}), acc.get((BASELINE, k), {})) for k in pairs]
+        lines.append(f"| {display_name(v)} | {' | '.join(cells)} |")
+    return lines
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    results = Path(args[0]) if args else RESULTS
+    widths = sorted({d for by in accuracies(results).values() for d, _ in by}) if "--by-width" in sys.argv else []
+    print("\n".join(table(results)))
+    for d in widths:
+        print(f"\nd_model {d}:\n" + "\n".join(table(results, d)))
+
+
+if __name__ == "__main__":
+    main()
