@@ -64,7 +64,14 @@ _SECTIONS: dict[str, dict[str, type | tuple]] = {
     "train": _keys(TrainConfig, ("tokens", "seq_len", "save_at_steps", "device", "threads")) | {"batch_tokens": int},
     # tokens (spec only): the same training tokens for every trial instead of grid.tokens_per_param
     "budget": {"tokens_basis": str, "n_basis": str, "match": str, "tokens": int},
-    "resources": {"cpus": float, "gpus": float, "flops_per_s": float, "workers": int, "workers_from_flops": float},
+    "resources": {
+        "cpus": float,
+        "gpus": float,
+        "flops_per_s": float,
+        "step_s": float,
+        "workers": int,
+        "workers_from_flops": float,
+    },
     "tune": _keys(TuneConfig, ()),
 }
 _SECTIONS["train"]["lr"] = (float, str)  # a number, or "tuned" (records.tuning)
@@ -404,7 +411,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         if sec["budget"].get(key, choices[0]) not in choices:
             errs.add(f"budget.{key}", f"must be {' or '.join(map(repr, choices))}, got {sec['budget'][key]!r}")
     res = sec["resources"]
-    for key in ("cpus", "gpus", "flops_per_s", "workers_from_flops"):
+    for key in ("cpus", "gpus", "flops_per_s", "step_s", "workers_from_flops"):
         if key in res and not math.isfinite(res[key]):
             errs.add(f"resources.{key}", f"must be a finite number, got {res.pop(key)}")
     cpus, gpus = res.get("cpus", 1.0), res.get("gpus", 0.0)
@@ -418,6 +425,9 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
     flops_per_s = res.get("flops_per_s", GPU_FLOPS_PER_S * gpus if gpus > 0 else CPU_FLOPS_PER_S)
     if flops_per_s <= 0:
         errs.add("resources.flops_per_s", f"must be > 0, got {flops_per_s:g}")
+    step_s = res.get("step_s", 0.0)
+    if step_s < 0:
+        errs.add("resources.step_s", f"must be >= 0 (seconds of overhead per optimizer step), got {step_s:g}")
     sizes: dict[str, dict | None] = dict(LADDER)
     for name, table in top.get("sizes", {}).items():
         if name in LADDER:
@@ -462,7 +472,7 @@ def load_spec(path: str, *, fingerprint: bool = True, tuned: dict | None = None,
         raise SpecError(list(errs))
     if not tune.sizes:
         tune = dataclasses.replace(tune, sizes=smallest_shapes(axes, sec))
-    return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s, tune)
+    return Sweep(top["name"], path, trials, data, cpus, gpus, flops_per_s, tune, step_s)
 
 
 def _repeated_ids(trials: list[SweepTrial]) -> Iterator[str]:

@@ -134,3 +134,4 @@ class Sweep:
     gpus: float  # per trial; fractional allowed
     flops_per_s: float  # assumed throughput per trial, for time estimates only
     tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)  # [tune], sizes resolved
+    step_s: float = 0.0  # assumed overhead per optimizer step, beside FLOPs / flops_per_s: time estimates only

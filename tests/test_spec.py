@@ -334,6 +334,24 @@ def test_dry_run_table(tmp_path):
     assert "warning" not in unknown and all(line.split()[-4] == "?" for line in unknown.splitlines() if ID.match(line))
 
 
+def test_dry_run_adds_a_per_step_overhead_and_a_negative_one_is_an_error(tmp_path):
+    spec = BASE.replace("[grid]", "[train]\nbatch_size = 8\n[grid]\nseq_len = [64]")
+    spec += "[resources]\nflops_per_s = 1e10\n"
+    plain = _load(tmp_path, spec)
+    timed = _load(tmp_path, spec + "step_s = 0.5\n", name="timed.toml")
+    assert [t.trial_id for t in timed.trials] == [t.trial_id for t in plain.trials]  # not in the ids
+    steps = [t.trial.train.tokens / (8 * 64) for t in timed.trials]  # whole steps: tokens is rounded to them
+    hours = lambda text: float(re.search(r"FLOPs, ([0-9.e+]+) trial-hours", text).group(1))  # noqa: E731
+    expected = sum(t.flops / 1e10 + 0.5 * n for t, n in zip(timed.trials, steps, strict=True)) / 3600
+    assert hours(dry_run_table(timed, train_tokens=None, slots=2)) == pytest.approx(expected, rel=2e-3)
+    assert hours(dry_run_table(plain, train_tokens=None, slots=2)) == pytest.approx(
+        sum(t.flops for t in plain.trials) / 1e10 / 3600, rel=2e-3
+    )
+    assert "0.5 s per step" in dry_run_table(timed, train_tokens=None, slots=2)
+    errors = _errors(tmp_path, spec + "step_s = -1\n")
+    assert any(e.startswith(f"{tmp_path / 'spec.toml'}: resources.step_s: must be >= 0") for e in errors), errors
+
+
 def test_dry_run_summarizes_past_the_threshold(tmp_path, monkeypatch):
     sweep = _load(tmp_path, BASE)
     monkeypatch.setattr(plan, "SUMMARY_OVER", len(sweep.trials) - 1)
