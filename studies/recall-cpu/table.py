@@ -1,13 +1,15 @@
-"""The recall sweep's summary table (README.md): MQAR accuracy per variant per num_kv_pairs.
+"""The recall sweep's summary tables (README.md): MQAR accuracy per variant per num_kv_pairs.
 
-Each cell pools the sweep's widths (d_model 32, 64, 128) and seeds: the mean final held-out accuracy
-over those trials with a 95% t-interval (mean +- t_{0.975, n-1} s / sqrt(n), analysis.accuracy.mean_interval,
-clipped to [0, 1]; the widths count as draws, so the interval is wide where one width learns and another
-does not), how
-many trials solved the task (accuracy >= 0.99), and the gap to QKV on the same (width, seed), with its
-t-interval. `tiedsweep report RESULTS --sweep recall` gives the same per width.
+One table per width (d_model), then one that pools the widths where QKV learns the task (solves at
+least half of its trials there): a width where QKV does not learn tests nothing about tying.
 
-    .venv/bin/python studies/recall-cpu/table.py [RESULTS] [--by-width]
+Each cell: the mean final held-out accuracy over the trials (seeds, and widths when pooled) with a 95%
+t-interval (mean +- t_{0.975, n-1} s / sqrt(n), analysis.accuracy.mean_interval, clipped to [0, 1];
+pooled widths count as draws); how many trials solved the task (accuracy >= 0.99); and the gap to QKV
+on the same (width, seed), with its t-interval. `tiedsweep report RESULTS --sweep recall` gives the
+per-width figures with the plots.
+
+    .venv/bin/python studies/recall-cpu/table.py [RESULTS]
 """
 
 from __future__ import annotations
@@ -58,10 +60,18 @@ def cell(acc: dict[tuple[int, int], float], base: dict[tuple[int, int], float]) 
     return text
 
 
-def table(results: Path, width: int | None = None) -> list[str]:
-    acc = accuracies(results)
-    if width is not None:
-        acc = {key: {k: a for k, a in by.items() if k[0] == width} for key, by in acc.items()}
+def learned_widths(results: Path) -> list[int]:
+    """Widths where QKV solves (accuracy >= SOLVED) at least half of its completed trials."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for (v, _), trials in accuracies(results).items():
+        for (d, _), a in trials.items():
+            if v == BASELINE:
+                by[d].append(a)
+    return sorted(d for d, a in by.items() if np.mean(np.array(a) >= SOLVED) >= 0.5)
+
+
+def table(results: Path, widths: list[int]) -> list[str]:
+    acc = {key: {k: a for k, a in by.items() if k[0] in widths} for key, by in accuracies(results).items()}
     pairs = sorted({k for _, k in acc})
     variants = sorted({v for v, _ in acc}, key=lambda v: (v != BASELINE, display_name(v)))
     lines = [f"| variant | {' | '.join(f'{k} pairs' for k in pairs)} |", "|---" * (len(pairs) + 1) + "|"]
@@ -72,12 +82,12 @@ def table(results: Path, width: int | None = None) -> list[str]:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    results = Path(args[0]) if args else RESULTS
-    widths = sorted({d for by in accuracies(results).values() for d, _ in by}) if "--by-width" in sys.argv else []
-    print("\n".join(table(results)))
-    for d in widths:
-        print(f"\nd_model {d}:\n" + "\n".join(table(results, d)))
+    results = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    for d in sorted({d for by in accuracies(results).values() for d, _ in by}):
+        print(f"d_model {d}:\n" + "\n".join(table(results, [d])) + "\n")
+    pooled = learned_widths(results)
+    print(f"pooled over d_model {', '.join(map(str, pooled))} (where QKV learns MQAR):")
+    print("\n".join(table(results, pooled)))
 
 
 if __name__ == "__main__":
