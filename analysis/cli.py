@@ -114,7 +114,8 @@ def _run_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**out["json"], "markdown": str(out["markdown"]), "html": str(out["html"])}))
         return 0
-    print(QUESTION)
-    print("\n".join(out["verdicts"]))
+    if out["verdicts"]:  # a sweep of synthetic tasks only has no loss verdict: its tables are in the report
+        print(QUESTION)
+        print("\n".join(out["verdicts"]))
     print(f"wrote {out['markdown']} and {out['html']}")
     return 0

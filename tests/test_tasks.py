@@ -209,6 +209,16 @@ def test_accuracy_report_renders(tmp_path):
     assert (tmp_path / "report" / "linear_v.png").stat().st_size > 0
 
 
+def test_cli_report_of_a_task_sweep_prints_no_loss_question(tmp_path, capsys):
+    from tiedsweep.cli import main
+
+    (tmp_path / "trials" / "sweep=recall").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(_task_rows()), tmp_path / "trials" / "sweep=recall" / "part-0.parquet")
+    assert main(["report", str(tmp_path), "--n-boot", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("wrote ") and "Question" not in printed  # the loss verdict's question: no loss here
+
+
 SPEC = """
 name = "r"
 [data]
