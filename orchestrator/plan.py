@@ -103,10 +103,9 @@ def _by(trials, key, label, flops_per_s: float, step_s: float = 0.0) -> list[str
         if name is None:
             name = labels[k] = label(k)
         n, flops, seconds = groups.get(name, (0, 0.0, 0.0))
-        worker_s = _seconds(t, flops_per_s, step_s) * t.workers if step_s else 0.0  # else: FLOPs / rate below
-        groups[name] = (n + 1, flops + t.flops, seconds + worker_s)
+        groups[name] = (n + 1, flops + t.flops, seconds + _seconds(t, flops_per_s, step_s) * t.workers)
     width = max(len(str(k)) for k in groups)
-    return [f"  {k!s:<{width}}  {n:>8} trials  {f:.3g} FLOPs  {(s or f / flops_per_s) / 3600:.3g} trial-hours"
+    return [f"  {k!s:<{width}}  {n:>8} trials  {f:.3g} FLOPs  {s / 3600:.3g} trial-hours"
             for k, (n, f, s) in groups.items()]  # fmt: skip
 
 
@@ -161,16 +160,11 @@ def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     yield ""
     yield (f"sweep {sweep.name}: {len(trials)} trials; tokens_per_param = tokens / N ({t0.n_basis} params of the "
            f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)")  # fmt: skip
-    hours = (sum(_seconds(t, rate, step_s) * t.workers for t in trials) if step_s else total / rate) / 3600
+    hours = sum(_seconds(t, rate, step_s) * t.workers for t in trials) / 3600
     yield (f"total: {total:.3g} FLOPs, {hours:.3g} trial-hours (worker-hours), "
            f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})")  # fmt: skip
-    if step_s:
-        yield (
-            f"times are estimates: FLOPs / {rate:.3g} FLOP/s per trial + {step_s:g} s per step "
-            "(set [resources] flops_per_s, step_s)"
-        )
-    else:
-        yield f"times are estimates: FLOPs / {rate:.3g} FLOP/s per trial (set [resources] flops_per_s)"
+    per_step, keys = (f" + {step_s:g} s per step", "flops_per_s, step_s") if step_s else ("", "flops_per_s")
+    yield f"times are estimates: FLOPs / {rate:.3g} FLOP/s per trial{per_step} (set [resources] {keys})"
     if full:
         for t, e in repeats:
             yield f"warning: {t.trial_id} repeats data: {e:.2f} epochs of {train_tokens:,} tokens"

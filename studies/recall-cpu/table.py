@@ -60,18 +60,19 @@ def cell(acc: dict[tuple[int, int], float], base: dict[tuple[int, int], float]) 
     return text
 
 
-def learned_widths(results: Path) -> list[int]:
+def learned_widths(acc: dict[tuple[str, int], dict[tuple[int, int], float]]) -> list[int]:
     """Widths where QKV solves (accuracy >= SOLVED) at least half of its completed trials."""
     by: dict[int, list[float]] = defaultdict(list)
-    for (v, _), trials in accuracies(results).items():
+    for (v, _), trials in acc.items():
         for (d, _), a in trials.items():
             if v == BASELINE:
                 by[d].append(a)
     return sorted(d for d, a in by.items() if np.mean(np.array(a) >= SOLVED) >= 0.5)
 
 
-def table(results: Path, widths: list[int]) -> list[str]:
-    acc = {key: {k: a for k, a in by.items() if k[0] in widths} for key, by in accuracies(results).items()}
+def table(everything: dict[tuple[str, int], dict[tuple[int, int], float]], widths: list[int]) -> list[str]:
+    """`accuracies` restricted to `widths`, as a markdown table: a row per variant, a column per pairs."""
+    acc = {key: {k: a for k, a in by.items() if k[0] in widths} for key, by in everything.items()}
     pairs = sorted({k for _, k in acc})
     variants = sorted({v for v, _ in acc}, key=lambda v: (v != BASELINE, display_name(v)))
     lines = [f"| variant | {' | '.join(f'{k} pairs' for k in pairs)} |", "|---" * (len(pairs) + 1) + "|"]
@@ -82,12 +83,12 @@ def table(results: Path, widths: list[int]) -> list[str]:
 
 
 def main() -> None:
-    results = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
-    for d in sorted({d for by in accuracies(results).values() for d, _ in by}):
-        print(f"d_model {d}:\n" + "\n".join(table(results, [d])) + "\n")
-    pooled = learned_widths(results)
+    acc = accuracies(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)  # read once
+    for d in sorted({d for by in acc.values() for d, _ in by}):
+        print(f"d_model {d}:\n" + "\n".join(table(acc, [d])) + "\n")
+    pooled = learned_widths(acc)
     print(f"pooled over d_model {', '.join(map(str, pooled))} (where QKV learns MQAR):")
-    print("\n".join(table(results, pooled)))
+    print("\n".join(table(acc, pooled)))
 
 
 if __name__ == "__main__":
