@@ -9,13 +9,13 @@ pooled widths count as draws); how many trials solved the task (accuracy >= 0.99
 on the same (width, seed), with its t-interval. `tiedsweep report RESULTS --sweep recall` gives the
 per-width figures with the plots.
 
-    .venv/bin/python studies/recall-cpu/table.py [RESULTS]
+    .venv/bin/python studies/recall-cpu/table.py [RESULTS] [--sweep recall-d32]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,14 +26,13 @@ from analysis.names import BASELINE, display_name
 from records.store import read_trials
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SWEEP = "recall"  # sweeps/recall.toml's sweep name
 SOLVED = 0.99
 
 
-def accuracies(results: Path) -> dict[tuple[str, int], dict[tuple[int, int], float]]:
-    """(variant, num_kv_pairs) -> {(d_model, seed): final accuracy} of the completed trials."""
+def accuracies(results: Path, sweep: str) -> dict[tuple[str, int], dict[tuple[int, int], float]]:
+    """(variant, num_kv_pairs) -> {(d_model, seed): final accuracy} of the sweep's completed trials."""
     out: dict[tuple[str, int], dict[tuple[int, int], float]] = defaultdict(dict)
-    for r in read_trials(str(results), SWEEP).to_pylist():
+    for r in read_trials(str(results), sweep).to_pylist():
         if r["status"] == "completed":
             out[(r["variant"], int(r["num_kv_pairs"]))][(int(r["d_model"]), int(r["seed"]))] = r["final_val_accuracy"]
     return out
@@ -83,10 +82,16 @@ def table(everything: dict[tuple[str, int], dict[tuple[int, int], float]], width
 
 
 def main() -> None:
-    acc = accuracies(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)  # read once
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="?", type=Path, default=RESULTS)
+    ap.add_argument("--sweep", default="recall", help="recall (sweeps/recall.toml) or recall-d32 (its d32 arm)")
+    args = ap.parse_args()
+    acc = accuracies(args.results, args.sweep)  # read once
     for d in sorted({d for by in acc.values() for d, _ in by}):
         print(f"d_model {d}:\n" + "\n".join(table(acc, [d])) + "\n")
     pooled = learned_widths(acc)
+    if len(pooled) < 2:  # one width: its own table above is the pooled one
+        return
     print(f"pooled over d_model {', '.join(map(str, pooled))} (where QKV learns MQAR):")
     print("\n".join(table(acc, pooled)))
 
