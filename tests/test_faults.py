@@ -502,8 +502,11 @@ def test_worker_node_killed_mid_trial_resumes_on_the_head(cache_dir, tmp_path):
         return nodes[-1]
 
     results = tmp_path / "results"
-    spec = write_spec(tmp_path / "mn.toml", cache_dir, name="mn", variants=("QKV",), multipliers=(8, 12),
-                      train="checkpoint_every_s = 0.5")  # fmt: skip
+    # m24/m32 (~1,200-1,600 steps) and a checkpoint every 0.25 s: at m8 and 0.5 s an idle machine once
+    # finished the trial (~390 steps) between its first checkpoint and the kill: it completed on the
+    # worker and nothing resumed. Now the kill lands ~850-1,000 steps before the end.
+    spec = write_spec(tmp_path / "mn.toml", cache_dir, name="mn", variants=("QKV",), multipliers=(24, 32),
+                      train="checkpoint_every_s = 0.25")  # fmt: skip
     try:
         start(
             ["--head", f"--port={port}", "--node-ip-address=127.0.0.2", "--num-cpus=1", "--include-dashboard=false"],
@@ -532,8 +535,7 @@ def test_worker_node_killed_mid_trial_resumes_on_the_head(cache_dir, tmp_path):
                     on_worker = workdir.name
             time.sleep(0.2)
         assert on_worker, "no trial ran on the worker node"
-        # A checkpoint is written only after a step, so killing now is mid-trial; at once, since a quiet
-        # machine finishes an m4 trial within a second of its first checkpoint.
+        # A checkpoint is written only after a step, so killing now is mid-trial (and at once: see above).
         os.killpg(worker.pid, signal.SIGKILL)  # the node: raylet, agents and its workers, not a machine-wide stop
         worker.wait()
         out, _ = driver.communicate(timeout=400)
