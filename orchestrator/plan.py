@@ -6,11 +6,11 @@ from __future__ import annotations
 import heapq
 import os
 from collections.abc import Iterator
-from dataclasses import replace
 from operator import attrgetter
 
 from orchestrator.sweep import Sweep
 from tiedattn.accounting import account
+from tiedattn.config import total_steps
 from tiedattn.variants import parse_variant
 
 
@@ -45,19 +45,15 @@ HEADER = ("id", "variant", "shape", "N non-emb", "N total", "tokens", "tokens_pe
           "workers", "est. time")  # fmt: skip
 
 
-def _seconds(t, flops_per_s: float, step_s: float = 0.0) -> float:
+def _seconds(t, flops_per_s: float, step_s: float) -> float:
     """A trial's estimated time: FLOPs / (flops_per_s x workers), data parallelism taken as linear,
-    plus step_s per optimizer step. Tiny models are bound by that per-step overhead (Python, kernel
-    launches, the optimizer over every tensor), not by FLOPs: on 2 CPU cores a d32 2-layer model took
-    65 s for 1,500 steps whose FLOPs say 21 s (sweeps/recall.toml)."""
-    return t.flops / flops_per_s / t.workers + (step_s * _steps(t) if step_s else 0.0)
-
-
-def _steps(t) -> float:
-    """Optimizer steps a trial runs: its FLOPs over one step's (a WSD branch: its cooldown's steps)."""
-    m, tc = t.trial.model, t.trial.train
-    T = tc.seq_len or m.seq_len
-    return t.flops / (account(m if m.seq_len == T else replace(m, seq_len=T)).flops_per_token * tc.batch_size * T)
+    plus step_s per optimizer step it runs (a WSD branch: its cooldown's, from its branch_step on).
+    Tiny models are bound by that per-step overhead (Python, kernel launches, the optimizer over every
+    tensor), not by FLOPs: on 2 CPU cores a d32 2-layer model took 65 s for 1,500 steps whose FLOPs
+    say 21 s (sweeps/recall.toml)."""
+    tc = t.trial.train
+    steps = total_steps(tc, tc.seq_len or t.trial.model.seq_len) - (t.branch_step or 0)
+    return t.flops / flops_per_s / t.workers + step_s * steps
 
 
 def _epochs(t, train_tokens: int | None) -> float | None:
@@ -68,15 +64,15 @@ def _epochs(t, train_tokens: int | None) -> float | None:
     return t.trial.train.tokens / max(1, (train_tokens - 1) // T * T)
 
 
-def _cells(t, train_tokens: int | None, flops_per_s: float, step_s: float = 0.0) -> tuple[str, ...]:
-    """One trial's row of the table."""
+def _cells(t, train_tokens: int | None, seconds: float) -> tuple[str, ...]:
+    """One trial's row of the table; seconds: its estimated time (_seconds)."""
     m, tc = t.trial.model, t.trial.train
     acct = account(m)  # cached per model: a sweep repeats each over budgets and seeds
     epochs = _epochs(t, train_tokens)
     params = (acct.params_non_embedding, acct.params_total, tc.tokens)
     cells = (t.trial_id, parse_variant(m.variant).paper, m.label, *map(_si, params), f"{t.tokens_per_param:g}",
              f"{t.flops:.2e}", "?" if epochs is None else f"{epochs:.2f}", "R" if epochs and epochs > 1 else "",
-             str(t.workers), _duration(_seconds(t, flops_per_s, step_s)))  # fmt: skip
+             str(t.workers), _duration(seconds))  # fmt: skip
     return cells
 
 
@@ -92,18 +88,19 @@ def _widths(rows) -> list[int]:
     return widths
 
 
-def _by(trials, key, label, flops_per_s: float, step_s: float = 0.0) -> list[str]:
-    """Trials and FLOPs per label(key(t)), the label made once per distinct key (a 10^5-trial summary
-    spent ~0.15 s naming each trial's variant): keys that compare equal print alike (no budget is -0.0)."""
+def _by(trials, times, key, label) -> list[str]:
+    """Trials, FLOPs and trial-hours (times: each trial's estimated seconds) per label(key(t)), the label
+    made once per distinct key (a 10^5-trial summary spent ~0.15 s naming each trial's variant): keys
+    that compare equal print alike (no budget is -0.0)."""
     groups: dict = {}
     labels: dict = {}
-    for t in trials:
+    for t, seconds in zip(trials, times, strict=True):
         k = key(t)
         name = labels.get(k)
         if name is None:
             name = labels[k] = label(k)
-        n, flops, seconds = groups.get(name, (0, 0.0, 0.0))
-        groups[name] = (n + 1, flops + t.flops, seconds + _seconds(t, flops_per_s, step_s) * t.workers)
+        n, flops, s = groups.get(name, (0, 0.0, 0.0))
+        groups[name] = (n + 1, flops + t.flops, s + seconds * t.workers)
     width = max(len(str(k)) for k in groups)
     return [f"  {k!s:<{width}}  {n:>8} trials  {f:.3g} FLOPs  {s / 3600:.3g} trial-hours"
             for k, (n, f, s) in groups.items()]  # fmt: skip
@@ -121,32 +118,33 @@ def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     longest-first, a W-worker trial onto the W least-loaded slots at once.
     """
     trials, rate, step_s = sweep.trials, sweep.flops_per_s, sweep.step_s
+    times = [_seconds(t, rate, step_s) for t in trials]  # once each: the table, groups, total and packing
     full = len(trials) <= SUMMARY_OVER if full is None else full
     repeats = []  # (trial, epochs) of trials that see their data more than once
     if train_tokens is not None:
         repeats = [(t, e) for t in trials if (e := _epochs(t, train_tokens)) > 1]
     if full:
-        widths = _widths(_cells(t, train_tokens, rate, step_s) for t in trials)
+        widths = _widths(_cells(t, train_tokens, s) for t, s in zip(trials, times, strict=True))
         yield from _table([HEADER], widths)
-        yield from _table((_cells(t, train_tokens, rate, step_s) for t in trials), widths)
+        yield from _table((_cells(t, train_tokens, s) for t, s in zip(trials, times, strict=True)), widths)
     else:
-        top = heapq.nlargest(TOP, trials, key=lambda t: t.flops)
+        top = heapq.nlargest(TOP, zip(trials, times, strict=True), key=lambda ts: ts[0].flops)
         yield f"{len(trials)} trials: a summary (--all prints every row)"
         yield "by variant:"
-        yield from _by(trials, attrgetter("trial.model.variant"), lambda v: parse_variant(v).paper, rate, step_s)
+        yield from _by(trials, times, attrgetter("trial.model.variant"), lambda v: parse_variant(v).paper)
         yield "by shape:"
-        yield from _by(trials, attrgetter("shape_id"), str, rate, step_s)
+        yield from _by(trials, times, attrgetter("shape_id"), str)
         yield "by tokens_per_param:"
-        yield from _by(trials, attrgetter("tokens_per_param"), lambda x: f"{x:g}", rate, step_s)
+        yield from _by(trials, times, attrgetter("tokens_per_param"), lambda x: f"{x:g}")
         yield f"the {len(top)} most expensive trials:"
-        rows = [_cells(t, train_tokens, rate, step_s) for t in top]
+        rows = [_cells(t, train_tokens, s) for t, s in top]
         yield from _table([HEADER, *rows], _widths(rows))
     if slots is None:
         slots, why = local_slots(sweep)
     else:
         why = "given"
     loads = [0.0] * slots
-    for s, w in sorted(((_seconds(t, rate, step_s), t.workers) for t in trials), reverse=True):  # longest first
+    for s, w in sorted(((s, t.workers) for t, s in zip(trials, times, strict=True)), reverse=True):  # longest first
         if w == 1:  # onto the least-loaded slot
             heapq.heapreplace(loads, loads[0] + s)
             continue
@@ -160,7 +158,7 @@ def dry_run_lines(sweep: Sweep, train_tokens: int | None, slots: int | None = No
     yield ""
     yield (f"sweep {sweep.name}: {len(trials)} trials; tokens_per_param = tokens / N ({t0.n_basis} params of the "
            f"{t0.tokens_basis} model of each shape); match = {t0.match}; R = repeats data (epochs > 1)")  # fmt: skip
-    hours = sum(_seconds(t, rate, step_s) * t.workers for t in trials) / 3600
+    hours = sum(s * t.workers for t, s in zip(trials, times, strict=True)) / 3600
     yield (f"total: {total:.3g} FLOPs, {hours:.3g} trial-hours (worker-hours), "
            f"~{_duration(max(loads))} wall on {slots} parallel slots ({why})")  # fmt: skip
     per_step, keys = (f" + {step_s:g} s per step", "flops_per_s, step_s") if step_s else ("", "flops_per_s")
